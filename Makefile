@@ -1,0 +1,44 @@
+# Two commands on a fresh machine with Python 3.11: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The pinned versions tested together; pip installs exactly these.
+CONSTRAINTS := constraints.txt
+
+.PHONY: run test lint format install clean bench docs
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+
+$(STAMP): $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: simulate a retailer and run the main job on it
+run: $(STAMP)
+	$(BIN)/kizuna run
+
+## test: the whole test suite (tests needing ../shared/data skip without it)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+docs: $(STAMP)
+	$(BIN)/kizuna contracts --markdown > docs/data.md.new && mv docs/data.md.new docs/data.md
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/simulate_ingest.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

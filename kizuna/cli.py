@@ -1,0 +1,321 @@
+"""The ``kizuna`` command: the CLI is the only place that prints."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from kizuna.settings import get_settings
+
+app = typer.Typer(
+    help="Kizuna: churn risk, repurchase timing, customer value and next best offer.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
+) -> None:
+    """Kizuna: churn risk, repurchase timing, customer value and next best offer.
+
+    Everything Kizuna writes goes under `KIZUNA_HOME` (default `./data`).
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+class _Bar:
+    """A rich progress bar fed by ingest's (label, done, total) callback."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if label not in self.tasks:
+            self.tasks[label] = self.progress.add_task(label, total=total)
+        self.progress.update(self.tasks[label], completed=done)
+
+
+def _ingest_progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+def print_ingest_report(report) -> None:
+    """The ingest summary: rows read, accepted, skipped and rejected by reason, per kind."""
+    console.print(
+        f"ingest [bold]{report.ingest_id}[/]: read {report.rows_read:,} rows in "
+        f"{report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s); "
+        f"lake version {report.lake_version}",
+        highlight=False,
+    )
+    table = Table(
+        "kind",
+        "read",
+        "accepted",
+        "already in lake",
+        "duplicates",
+        "rejected",
+        "for review",
+        "unknown customers",
+    )
+    for rep in report.kinds.values():
+        table.add_row(
+            rep.kind,
+            f"{rep.read:,}",
+            f"{rep.accepted:,}",
+            f"{rep.already_in_lake:,}",
+            f"{rep.duplicates_in_input:,}",
+            f"{rep.rejected_rows:,}",
+            f"{rep.review_total:,}",
+            f"{rep.unknown_customers:,}",
+        )
+    console.print(table)
+    for rep in report.kinds.values():
+        for reason, n in sorted({**rep.rejected, **rep.review}.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {rep.kind}: {n:,} x {reason}", highlight=False)
+        if rep.already_quarantined:
+            console.print(
+                f"  {rep.kind}: {rep.already_quarantined:,} rejected rows were already in "
+                "quarantine from an earlier ingest and were not added again",
+                highlight=False,
+            )
+    if any(r.rejected_rows or r.review_total for r in report.kinds.values()):
+        console.print(
+            f"rejected rows are kept whole in {get_settings().quarantine_dir}/<kind>/; "
+            "reasons are explained in docs/data.md",
+            highlight=False,
+        )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path], typer.Argument(help="CSV (plain or .gz) or Parquet files, or folders of them.")
+    ],
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            help="customers, orders, order_lines, events, offers or exposures; "
+            "guessed from the file name or columns when left out."
+        ),
+    ] = None,
+    map_: Annotated[
+        str | None,
+        typer.Option("--map", help='Rename columns: "theirs=ours,...".'),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="A known foreign format: cdnow, online-retail or hillstrom."),
+    ] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of CSV files.")] = "utf-8",
+) -> None:
+    """Validate files against their contract and land them in the lake.
+
+    Accepted rows go to `$KIZUNA_HOME/lake/<kind>/month=YYYY-MM/`; every rejected row goes,
+    whole and with its reasons, to `$KIZUNA_HOME/quarantine/<kind>/`. Ingesting the same
+    file twice adds nothing; a crash or Ctrl-C leaves the lake as it was.
+
+    Examples:
+
+        kizuna ingest orders.csv
+
+        kizuna ingest export.csv.gz --kind orders --map "OrderNo=order_id,Total=amount"
+
+        kizuna ingest --preset online-retail online_retail_II.csv.gz
+    """
+    from kizuna.features.ingest import IngestError
+    from kizuna.features.ingest import ingest as run_ingest
+    from kizuna.features.lake import LakeBusyError
+
+    settings = get_settings()
+    try:
+        with _ingest_progress() as progress:
+            report = run_ingest(
+                paths,
+                settings,
+                kind=kind,
+                mapping=map_,
+                preset=preset,
+                encoding=encoding,
+                progress=_Bar(progress),
+            )
+    except (IngestError, LakeBusyError, ValueError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        err.print("interrupted: nothing was written; the lake is as it was")
+        raise typer.Exit(130) from None
+    print_ingest_report(report)
+
+
+@app.command()
+def simulate(
+    customers: Annotated[int, typer.Option(min=1, help="How many customers.")] = 10_000,
+    days: Annotated[int, typer.Option(min=30, help="How many days of history.")] = 730,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 7,
+    start: Annotated[str, typer.Option(help="First simulated day, YYYY-MM-DD.")] = "2024-01-01",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to write to; default $KIZUNA_HOME/sim.")
+    ] = None,
+) -> None:
+    """Write a synthetic retailer in Kizuna's contracts, with its ground truth aside.
+
+    The tables land in OUT (customers, orders, order_lines, events, offers, exposures)
+    and the ground truth (true dropout dates, true offer effects) in OUT/ground_truth/,
+    which training never reads.
+
+    Example:
+
+        kizuna simulate --customers 50000 --days 730 --seed 7 --out data/sim
+    """
+    summary = _simulate(customers, days, seed, start, out)
+    _print_simulation(summary)
+
+
+def _simulate(customers: int, days: int, seed: int, start: str, out: Path | None):
+    from kizuna.features.simulate import simulate as run_simulation
+
+    try:
+        first_day = date.fromisoformat(start)
+    except ValueError:
+        _fail(f"--start {start!r} is not a date; write it as YYYY-MM-DD, e.g. 2024-01-01")
+    target = out or get_settings().home_dir / "sim"
+    with Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} customers"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        task = progress.add_task("simulate", total=customers)
+        return run_simulation(
+            target,
+            customers=customers,
+            days=days,
+            seed=seed,
+            start=first_day,
+            progress=lambda done, total: progress.update(task, completed=done),
+        )
+
+
+def _print_simulation(summary) -> None:
+    console.print(
+        f"simulated {summary.period_start} .. {summary.period_end} in "
+        f"{summary.seconds:.1f} s → {summary.out}",
+        highlight=False,
+    )
+    for name, n in summary.rows.items():
+        console.print(f"  {name}: {n:,} rows", highlight=False)
+
+
+@app.command()
+def lake() -> None:
+    """Show what the lake holds: rows per kind, months, quarantined rows, last ingests.
+
+    Example:
+
+        kizuna lake
+    """
+    from kizuna.features.lake import Lake
+
+    the_lake = Lake(get_settings())
+    manifest = the_lake.manifest()
+    table = Table("kind", "rows", "files", "quarantined rows")
+    counts = the_lake.counts()
+    for kind, n in counts.items():
+        quarantined = sum(len(the_lake.quarantine(kind, what)) for what in ("rejected", "review"))
+        table.add_row(kind, f"{n:,}", str(len(manifest.files.get(kind, []))), f"{quarantined:,}")
+    console.print(f"lake {the_lake.root} (version {manifest.version})", highlight=False)
+    console.print(table)
+    for record in manifest.ingests[-5:]:
+        console.print(f"  {record['ingest_id']}: {', '.join(record['sources'])}", highlight=False)
+
+
+@app.command()
+def contracts(
+    markdown: Annotated[bool, typer.Option(help="Print docs/data.md's tables.")] = False,
+) -> None:
+    """List the data contracts (the tables Kizuna accepts).
+
+    Example:
+
+        kizuna contracts --markdown > docs/data.md
+    """
+    from kizuna.features import contracts as c
+
+    if markdown:
+        from kizuna.features.datadoc import data_markdown
+
+        sys.stdout.write(data_markdown())
+        return
+    for contract in c.CONTRACTS.values():
+        console.print(
+            f"[bold]{contract.kind}[/] (key {', '.join(contract.key)}): "
+            + ", ".join(col.name + ("*" if col.required else "") for col in contract.columns)
+        )
+    console.print("* required")
+
+
+@app.command()
+def run(
+    customers: Annotated[int, typer.Option(min=1, help="Customers to simulate.")] = 10_000,
+    days: Annotated[int, typer.Option(min=30, help="Days of history.")] = 730,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """The main job on the embedded default: simulate a retailer, ingest it, report.
+
+    Example:
+
+        kizuna run --customers 10000
+    """
+    from kizuna.features.ingest import ingest as run_ingest
+
+    settings = get_settings()
+    console.rule("1. simulate a retailer")
+    summary = _simulate(customers, days, seed, "2024-01-01", None)
+    _print_simulation(summary)
+    console.rule("2. ingest it into the lake")
+    with _ingest_progress() as progress:
+        report = run_ingest([summary.out], settings, progress=_Bar(progress))
+    print_ingest_report(report)
+    console.rule("3. what landed")
+    lake()

@@ -1,0 +1,66 @@
+"""One place for paths, URIs and policies, read from the environment (``KIZUNA_*``).
+
+Nothing is read or created at import time: call :func:`get_settings` when you need them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Kizuna's configuration. Every field can be set as ``KIZUNA_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="KIZUNA_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("./data"),
+        description="Folder that holds everything Kizuna writes (lake, quarantine, features).",
+    )
+    source_timezone: str = Field(
+        default="UTC",
+        description="Time zone assumed for timestamps that carry no offset of their own.",
+    )
+    future_tolerance: timedelta = Field(
+        default=timedelta(days=1),
+        description="How far past 'now' a timestamp may lie before it is rejected as future.",
+    )
+    unknown_customers: Literal["accept", "reject"] = Field(
+        default="accept",
+        description="What to do with orders, events or exposures of customers never seen.",
+    )
+    ingest_chunk_rows: int = Field(
+        default=500_000, ge=1_000, description="Rows read and validated at a time by ingest."
+    )
+    duckdb_memory_limit: str = Field(
+        default="2GB", description="Memory DuckDB may use before it spills to disk."
+    )
+
+    @property
+    def home_dir(self) -> Path:
+        """``home`` made absolute, so nothing depends on the working directory later."""
+        return self.home.expanduser().resolve()
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home_dir / "lake"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home_dir / "quarantine"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home_dir / ".staging"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once from the environment."""
+    return Settings()

@@ -1,0 +1,30 @@
+"""Shared fixtures: a fresh KIZUNA_HOME per test and the real datasets in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from kizuna.settings import Settings
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# A fixed clock, so the future-timestamp rule does not depend on when tests run.
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real public datasets; skip without them, fail in CI (KIZUNA_REQUIRE_SHARED=1)."""
+    if not SHARED.exists():
+        if os.environ.get("KIZUNA_REQUIRE_SHARED") == "1":
+            pytest.fail(f"KIZUNA_REQUIRE_SHARED=1 but {SHARED} is missing")
+        pytest.skip(f"real datasets not found at {SHARED}; CI provides them")
+    return SHARED
