@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -239,7 +239,7 @@ def _simulate(customers: int, days: int, seed: int, start: str, out: Path | None
 
 def _print_simulation(summary) -> None:
     console.print(
-        f"simulated {summary.period_start} .. {summary.period_end} in "
+        f"simulated {summary.period_start} to {summary.period_end - timedelta(days=1)} in "
         f"{summary.seconds:.1f} s → {summary.out}",
         highlight=False,
     )

@@ -1,0 +1,55 @@
+"""The command line: help with examples everywhere, clear errors with exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kizuna.cli import app
+
+COMMANDS = ["ingest", "simulate", "lake", "contracts", "run"]
+
+
+def kizuna(*args: str, home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from kizuna.cli import app; app()", *args],
+        env={**os.environ, "KIZUNA_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "Example" in result.output
+    assert f"kizuna {command}" in result.output
+
+
+def test_ingest_prints_the_summary(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text("order_id,customer_id,ordered_at,amount\na,c1,2024-01-01,3\nb,c1,oops,4\n")
+    result = kizuna("ingest", str(path), home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    assert "read 2 rows" in result.stdout
+    assert "1 x ordered_at:not_a_timestamp" in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.startswith("│ orders")]
+    cells = [c.strip() for c in lines[0].split("│")[1:-1]]
+    assert cells[:6] == ["orders", "2", "1", "0", "0", "1"]
+
+
+def test_a_bad_file_is_one_clear_error_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text("order_id,customer\na,c1\n")
+    result = kizuna("ingest", str(path), home=tmp_path / "home")
+    assert result.returncode == 2
+    assert "missing required column(s) customer_id, ordered_at, amount" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "home" / "lake" / "_manifest.json").exists()
