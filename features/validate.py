@@ -108,44 +108,63 @@ def parse_booleans(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     return values, invalid
 
 
-def _parse_column(col: Column, raw: pd.Series, source_tz: str) -> tuple[pd.Series, pd.Series]:
-    """Typed values and a Series of reason codes ('' where fine) for one column."""
-    reasons = pd.Series("", index=raw.index, dtype=object)
-    blank = _blank(raw)
+Check = tuple[np.ndarray, str]  # rows that fail, and the reason code they get
+
+
+def _mask(values: pd.Series) -> np.ndarray:
+    return values.fillna(False).to_numpy(dtype=bool)
+
+
+def _first_wins(checks: list[Check]) -> list[Check]:
+    """Keep, per row, only the first failing check: one reason per column."""
+    out: list[Check] = []
+    taken: np.ndarray | None = None
+    for mask, code in checks:
+        fresh = mask if taken is None else mask & ~taken
+        if fresh.any():
+            out.append((fresh, code))
+        taken = mask if taken is None else taken | mask
+    return out
+
+
+def _parse_column(col: Column, raw: pd.Series, source_tz: str) -> tuple[pd.Series, list[Check]]:
+    """Typed values and the failing checks of one column (most basic problem first)."""
+    blank = _mask(_blank(raw))
+    checks: list[Check] = []
+    if col.required:
+        checks.append((blank, f"{col.name}:missing"))
     if col.type == "string":
         values = _as_text(raw)
         if col.allowed is not None:
             values = values.str.lower()
-            bad = values.notna() & ~values.isin(col.allowed)
-            reasons[bad] = f"{col.name}:not_allowed"
+            checks.append(
+                (_mask(values.notna() & ~values.isin(col.allowed)), f"{col.name}:not_allowed")
+            )
     elif col.type in ("float", "int"):
-        values = pd.to_numeric(raw, errors="coerce")
-        bad = ~blank & values.isna()
-        reasons[bad] = f"{col.name}:not_a_number"
-        values = values.astype("float64")
+        values = pd.to_numeric(raw, errors="coerce").astype("float64")
+        checks.append((~blank & values.isna().to_numpy(), f"{col.name}:not_a_number"))
         if col.type == "int":
-            frac = values.notna() & (values != np.floor(values))
-            reasons[frac] = f"{col.name}:not_an_integer"
-            values = values.round().astype("Int64")
+            checks.append(
+                (
+                    _mask(values != np.floor(values)) & values.notna().to_numpy(),
+                    f"{col.name}:not_an_integer",
+                )
+            )
         if col.minimum is not None:
-            reasons[(values < col.minimum).fillna(False) & (reasons == "")] = (
-                f"{col.name}:below_minimum"
-            )
+            checks.append((_mask(values < col.minimum), f"{col.name}:below_minimum"))
         if col.maximum is not None:
-            reasons[(values > col.maximum).fillna(False) & (reasons == "")] = (
-                f"{col.name}:above_maximum"
-            )
+            checks.append((_mask(values > col.maximum), f"{col.name}:above_maximum"))
+        if col.type == "int":
+            values = values.round().astype("Int64")
     elif col.type == "timestamp":
         values = parse_timestamps(raw, source_tz)
-        reasons[~blank & values.isna()] = f"{col.name}:not_a_timestamp"
+        checks.append((~blank & values.isna().to_numpy(), f"{col.name}:not_a_timestamp"))
     elif col.type == "bool":
         values, bad = parse_booleans(raw)
-        reasons[bad] = f"{col.name}:not_a_boolean"
+        checks.append((bad.to_numpy(dtype=bool), f"{col.name}:not_a_boolean"))
     else:  # pragma: no cover - the contract's Literal forbids it
         raise AssertionError(col.type)
-    if col.required:
-        reasons[blank] = f"{col.name}:missing"
-    return values, reasons
+    return values, checks
 
 
 def _eligibility_ok(text: str) -> bool:
@@ -156,37 +175,32 @@ def _eligibility_ok(text: str) -> bool:
     return isinstance(value, dict) and set(value) <= set(ELIGIBILITY_KEYS)
 
 
-def _row_rules(kind: str, typed: dict[str, pd.Series], index: pd.Index) -> list[pd.Series]:
-    """Cross-column rules of each kind, as reason Series ('' where fine)."""
-    out: list[pd.Series] = []
-
-    def reason(mask: pd.Series, code: str) -> None:
-        r = pd.Series("", index=index, dtype=object)
-        r[mask.fillna(False).astype(bool)] = code
-        out.append(r)
-
+def _row_rules(kind: str, typed: dict[str, pd.Series]) -> list[Check]:
+    """Cross-column rules of each kind."""
+    out: list[Check] = []
     if kind == "orders":
-        is_return = typed["is_return"].fillna(False).astype(bool)
+        is_return = typed["is_return"].fillna(False).to_numpy(dtype=bool)
         amount = typed["amount"]
-        reason((amount < 0) & ~is_return, "amount:negative_not_return")
-        reason((amount > 0) & is_return, "amount:positive_return")
+        out.append((_mask(amount < 0) & ~is_return, "amount:negative_not_return"))
+        out.append((_mask(amount > 0) & is_return, "amount:positive_return"))
     elif kind == "order_lines":
-        reason(typed["quantity"] == 0, "quantity:zero")
+        out.append((_mask(typed["quantity"] == 0), "quantity:zero"))
     elif kind == "events":
         value = typed["value"]
+        bad = np.zeros(len(value), dtype=bool)
         for event_type, (low, high) in EVENT_VALUE_RANGES.items():
-            of_type = typed["type"] == event_type
-            reason(of_type & (value.isna() | (value < low) | (value > high)), "value:out_of_range")
+            of_type = _mask(typed["type"] == event_type)
+            bad |= of_type & _mask(value.isna() | (value < low) | (value > high))
+        out.append((bad, "value:out_of_range"))
     elif kind == "offers":
-        reason(typed["valid_to"] < typed["valid_from"], "valid_to:before_valid_from")
+        out.append((_mask(typed["valid_to"] < typed["valid_from"]), "valid_to:before_valid_from"))
         elig = typed["eligibility"]
         present = elig.notna()
-        ok = elig[present].map(_eligibility_ok).astype(bool)
-        bad = pd.Series(False, index=index)
-        bad[present] = ~ok
-        reason(bad, "eligibility:not_json_object")
+        bad = np.zeros(len(elig), dtype=bool)
+        bad[present.to_numpy()] = ~elig[present].map(_eligibility_ok).to_numpy(dtype=bool)
+        out.append((bad, "eligibility:not_json_object"))
     elif kind == "exposures":
-        reason(typed["propensity"] == 0, "propensity:not_positive")
+        out.append((_mask(typed["propensity"] == 0), "propensity:not_positive"))
     return out
 
 
@@ -206,22 +220,26 @@ def validate(
     """
     index = frame.index
     typed: dict[str, pd.Series] = {}
-    reason_cols: list[pd.Series] = []
+    checks: list[Check] = []
     horizon = pd.Timestamp(now).tz_convert("UTC") + future_tolerance
     for col in contract.columns:
         raw = frame[col.name] if col.name in frame else pd.Series(None, index=index, dtype=object)
-        values, reasons = _parse_column(col, raw, source_tz)
+        values, column_checks = _parse_column(col, raw, source_tz)
         if col.not_in_future:
-            reasons[(values > horizon).fillna(False) & (reasons == "")] = f"{col.name}:in_future"
+            column_checks.append((_mask(values > horizon), f"{col.name}:in_future"))
         typed[col.name] = values
-        reason_cols.append(reasons)
-    reason_cols.extend(_row_rules(contract.kind, typed, index))
+        checks.extend(_first_wins(column_checks))
+    checks.extend((mask, code) for mask, code in _row_rules(contract.kind, typed) if mask.any())
 
-    joined = reason_cols[0].copy()
-    for r in reason_cols[1:]:
-        both = (joined != "") & (r != "")
-        joined = joined.where(r == "", r.where(~both, joined + "; " + r))
-    rejected = joined != ""
+    rejected = np.zeros(len(index), dtype=bool)
+    for mask, _ in checks:
+        rejected |= mask
+    positions = np.flatnonzero(rejected)
+    reasons: list[list[str]] = [[] for _ in positions]
+    for mask, code in checks:
+        for i in np.flatnonzero(mask[positions]):
+            reasons[i].append(code)
+    joined = pd.Series(["; ".join(r) for r in reasons], index=index[positions], dtype=object)
 
     accepted = pd.DataFrame(typed, index=index)[~rejected]
     if contract.kind == "customers":
@@ -234,6 +252,6 @@ def validate(
         accepted["discount_amount"] = accepted["discount_amount"].fillna(0.0)
     return ValidationResult(
         accepted=accepted,
-        rejected_index=index[rejected.to_numpy()],
-        reasons=joined[rejected],
+        rejected_index=index[rejected],
+        reasons=joined,
     )
