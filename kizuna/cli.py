@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +34,12 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
+def _register_subcommands() -> None:
+    from kizuna.cli_features import features_app
+
+    app.add_typer(features_app, name="features")
+
+
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -53,16 +60,33 @@ def main(
 
 
 class _Bar:
-    """A rich progress bar fed by ingest's (label, done, total) callback."""
+    """Progress fed by ingest's (label, done, total) callback.
 
-    def __init__(self, progress: Progress) -> None:
+    A rich bar on a terminal; elsewhere (CI logs, pipes) a line every ``every`` seconds
+    with the share done and the rate, so long work is never silent.
+    """
+
+    def __init__(self, progress: Progress, every: float = 10.0) -> None:
         self.progress = progress
         self.tasks: dict[str, TaskID] = {}
+        self.every = every
+        self.started: dict[str, float] = {}
+        self.last_line = time.perf_counter()
 
     def __call__(self, label: str, done: int, total: int) -> None:
         if label not in self.tasks:
             self.tasks[label] = self.progress.add_task(label, total=total)
+            self.started[label] = time.perf_counter()
         self.progress.update(self.tasks[label], completed=done)
+        now = time.perf_counter()
+        if self.progress.disable and now - self.last_line >= self.every:
+            self.last_line = now
+            rate = done / max(now - self.started[label], 1e-9) / 1e6
+            err.print(
+                f"  {label}: {100 * done / max(total, 1):.0f}% of {total / 1e6:,.0f} MB "
+                f"({rate:.1f} MB/s)",
+                highlight=False,
+            )
 
 
 def _ingest_progress() -> Progress:
@@ -300,14 +324,23 @@ def run(
     customers: Annotated[int, typer.Option(min=1, help="Customers to simulate.")] = 10_000,
     days: Annotated[int, typer.Option(min=30, help="Days of history.")] = 730,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    weeks: Annotated[int, typer.Option(min=1, help="Weekly feature snapshots to build.")] = 26,
 ) -> None:
-    """The main job on the embedded default: simulate a retailer, ingest it, report.
+    """The main job on the embedded default: simulate, ingest, build features, serve them.
+
+    Simulates a retailer, ingests it into the lake, builds weekly feature snapshots,
+    registers them with Feast and loads the latest into the online store.
 
     Example:
 
-        kizuna run --customers 10000
+        kizuna run --customers 10000 --weeks 26
     """
+    from kizuna.cli_features import print_services
+    from kizuna.features.compute import Tables, build_feature_files, cutoff_range, default_cutoff
+    from kizuna.features.ingest import connect
     from kizuna.features.ingest import ingest as run_ingest
+    from kizuna.features.lake import Lake
+    from kizuna.features.store import apply, materialize
 
     settings = get_settings()
     console.rule("1. simulate a retailer")
@@ -319,3 +352,23 @@ def run(
     print_ingest_report(report)
     console.rule("3. what landed")
     lake()
+    console.rule("4. build features")
+    latest = default_cutoff(Tables.from_lake(Lake(settings)), connect(settings))
+    cutoffs = cutoff_range(
+        (latest - timedelta(weeks=weeks - 1)).date(), latest.date(), timedelta(weeks=1)
+    )
+    started = time.perf_counter()
+    build_feature_files(settings, cutoffs)
+    console.print(
+        f"built {len(cutoffs)} weekly snapshots ({cutoffs[0].date()} .. {cutoffs[-1].date()}) "
+        f"in {time.perf_counter() - started:.1f} s",
+        highlight=False,
+    )
+    console.rule("5. register with Feast and load the online store")
+    features = apply(settings)
+    _, high = materialize(settings)
+    print_services(features)
+    console.print(f"online store holds the snapshot of {high.date()}", highlight=False)
+
+
+_register_subcommands()

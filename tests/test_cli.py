@@ -12,7 +12,17 @@ from typer.testing import CliRunner
 
 from kizuna.cli import app
 
-COMMANDS = ["ingest", "simulate", "lake", "contracts", "run"]
+COMMANDS = [
+    "ingest",
+    "simulate",
+    "lake",
+    "contracts",
+    "run",
+    "features build",
+    "features apply",
+    "features materialize",
+    "features catalog",
+]
 
 
 def kizuna(*args: str, home: Path) -> subprocess.CompletedProcess:
@@ -27,7 +37,7 @@ def kizuna(*args: str, home: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_with_an_example(command: str) -> None:
-    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, [*command.split(), "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "Example" in result.output
     assert f"kizuna {command}" in result.output
@@ -53,3 +63,12 @@ def test_a_bad_file_is_one_clear_error_and_exit_2(tmp_path: Path) -> None:
     assert "missing required column(s) customer_id, ordered_at, amount" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "home" / "lake" / "_manifest.json").exists()
+
+
+def test_features_commands_say_what_to_run_first(tmp_path: Path) -> None:
+    result = kizuna("features", "apply", home=tmp_path / "home")
+    assert result.returncode == 2
+    assert "run `kizuna features build` first" in result.stderr
+    result = kizuna("features", "build", "--every", "fortnight", home=tmp_path / "home")
+    assert result.returncode == 2
+    assert "'fortnight' is not a period; write e.g. 7d or 2w" in result.stderr
