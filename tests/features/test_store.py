@@ -177,3 +177,22 @@ def test_a_push_moves_the_online_values_it_should(repo: Settings) -> None:
     again = push_updates(repo, orders=orders, events=events, as_of=moment)
     assert again.ingest.kinds["orders"].accepted == 0
     assert again.ingest.kinds["orders"].already_in_lake == 1
+
+
+def test_incremental_materialization_loads_a_newer_snapshot(repo: Settings) -> None:
+    newer = CUTOFFS[-1] + timedelta(days=7)
+    build_feature_files(repo, [newer])
+    materialize(repo, incremental=True)
+    purchases = snapshot(repo, "customer_purchases")
+    latest = purchases[purchases["event_timestamp"] == pd.Timestamp(newer)]
+    latest = latest.sort_values("customer_id").head(100)
+    online = online_features(repo, latest["customer_id"].tolist(), "value_v1", at=newer)
+    online = online.set_index("customer_id").loc[latest["customer_id"]]
+    assert_same(
+        online["days_since_last_order"],
+        latest["days_since_last_order"].set_axis(online.index),
+        "days_since_last_order",
+    )
+    assert_same(
+        online["spend_lifetime"], latest["spend_lifetime"].set_axis(online.index), "spend_lifetime"
+    )
