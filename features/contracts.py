@@ -8,8 +8,11 @@ never disagree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+import pyarrow as pa
 
 ColumnType = Literal["string", "timestamp", "float", "int", "bool"]
 
@@ -346,6 +349,30 @@ KIND_ALIASES: dict[str, str] = {
     "offers": "offers",
     "exposures": "exposures",
 }
+
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+}
+
+
+def arrow_schema(
+    contract: Contract, *, strict: bool = False, extra: Sequence[str] = ()
+) -> pa.Schema:
+    """The Arrow schema of a contract's columns, in order, plus ``extra`` text columns.
+
+    ``strict`` makes required columns non-nullable (what a producer promises); without it
+    every column is nullable (what ingest stages before checks are final).
+    """
+    fields = [
+        pa.field(c.name, ARROW_TYPES[c.type], nullable=not (strict and c.required))
+        for c in contract.columns
+    ]
+    return pa.schema(fields + [pa.field(name, pa.string()) for name in extra])
 
 
 def contract_for(kind: str) -> Contract:

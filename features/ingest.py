@@ -33,7 +33,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kizuna.features.contracts import CONTRACTS, KIND_ALIASES, Contract, contract_for
+from kizuna.features.contracts import (
+    CONTRACTS,
+    KIND_ALIASES,
+    Contract,
+    arrow_schema,
+    contract_for,
+)
 from kizuna.features.lake import Lake, duck_type
 from kizuna.features.presets import Preset, get_preset
 from kizuna.features.sources import ReadOptions, SourceError, iter_chunks, read_columns
@@ -160,19 +166,6 @@ def _check_columns(job: _Job) -> None:
         )
 
 
-def _arrow_schema(contract: Contract, extra: Sequence[str] = ()) -> pa.Schema:
-    types = {
-        "string": pa.string(),
-        "timestamp": pa.timestamp("us", tz="UTC"),
-        "float": pa.float64(),
-        "int": pa.int64(),
-        "bool": pa.bool_(),
-    }
-    fields = [pa.field(c.name, types[c.type]) for c in contract.columns]
-    fields += [pa.field(name, pa.string()) for name in extra]
-    return pa.schema(fields)
-
-
 class _Stager:
     """Writes accepted chunks and quarantined rows to the staging folder."""
 
@@ -187,7 +180,7 @@ class _Stager:
         attrs = sorted(c for c in frame.columns if str(c).startswith("attr_"))
         table = pa.Table.from_pandas(
             frame[[*contract.names, *attrs]].astype({a: "string" for a in attrs}),
-            schema=_arrow_schema(contract, attrs),
+            schema=arrow_schema(contract, extra=attrs),
             preserve_index=False,
         )
         self.n += 1

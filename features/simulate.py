@@ -60,6 +60,7 @@ from kizuna.features.contracts import (
     LOYALTY_TIERS,
     ORDER_CHANNELS,
     Contract,
+    arrow_schema,
 )
 
 logger = logging.getLogger(__name__)
@@ -347,20 +348,10 @@ def simulate(
 
 # --- Arrow schemas --------------------------------------------------------------------------
 
-_ARROW_TYPES = {
-    "string": pa.string(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "float": pa.float64(),
-    "int": pa.int64(),
-    "bool": pa.bool_(),
-}
-
 
 def contract_schema(contract: Contract) -> pa.Schema:
     """The Arrow schema of a contract: its columns in order, nullable unless required."""
-    return pa.schema(
-        [pa.field(c.name, _ARROW_TYPES[c.type], nullable=not c.required) for c in contract.columns]
-    )
+    return arrow_schema(contract, strict=True)
 
 
 _CUSTOMER_SCHEMA = contract_schema(CONTRACTS["customers"]).append(

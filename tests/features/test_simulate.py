@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kizuna.features.contracts import CONTRACTS, EVENT_VALUE_RANGES
+from kizuna.features.contracts import ARROW_TYPES, CONTRACTS, EVENT_VALUE_RANGES
 from kizuna.features.simulate import (
     OFFER_WINDOW_DAYS,
     OFFERS,
@@ -24,13 +23,6 @@ from kizuna.features.simulate import (
 START = date(2024, 1, 1)
 START_TS = pd.Timestamp(START, tz="UTC")
 DAYS = 730
-ARROW_TYPES = {
-    "string": pa.string(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "float": pa.float64(),
-    "int": pa.int64(),
-    "bool": pa.bool_(),
-}
 CONTACT_EVENTS = {"email_open", "email_click", "push_open", "unsubscribe"}
 ENGAGEMENT_EVENTS = ["session", "page_view", "email_open", "email_click", "push_open"]
 
