@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -57,6 +61,23 @@ def main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+
+
+@contextmanager
+def _interrupts() -> Iterator[threading.Event]:
+    """Note a Ctrl-C (SIGINT) while it is being turned into KeyboardInterrupt as usual."""
+    seen = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame) -> None:
+        seen.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Bar:
@@ -190,22 +211,26 @@ def ingest(
     from kizuna.features.lake import LakeBusyError
 
     settings = get_settings()
-    try:
-        with _ingest_progress() as progress:
-            report = run_ingest(
-                paths,
-                settings,
-                kind=kind,
-                mapping=map_,
-                preset=preset,
-                encoding=encoding,
-                progress=_Bar(progress),
-            )
-    except (IngestError, LakeBusyError, ValueError) as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        err.print("interrupted: nothing was written; the lake is as it was")
-        raise typer.Exit(130) from None
+    with _interrupts() as interrupted:
+        try:
+            with _ingest_progress() as progress:
+                report = run_ingest(
+                    paths,
+                    settings,
+                    kind=kind,
+                    mapping=map_,
+                    preset=preset,
+                    encoding=encoding,
+                    progress=_Bar(progress),
+                )
+        except BaseException as exc:
+            # Ctrl-C can surface as another error from inside pandas or DuckDB.
+            if interrupted.is_set() or isinstance(exc, KeyboardInterrupt):
+                err.print("interrupted: nothing was written; the lake is as it was")
+                raise typer.Exit(130) from None
+            if isinstance(exc, IngestError | LakeBusyError | ValueError):
+                _fail(str(exc))
+            raise
     print_ingest_report(report)
 
 
