@@ -24,8 +24,6 @@ import argparse
 import json
 import resource
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from steps import median_of, run_worker
 
 from kizuna.features import catalog
 from kizuna.features.contracts import CONTRACTS
@@ -491,15 +490,7 @@ def run_step(step: str, args: dict) -> dict:
 
 
 def step(name: str, **args) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", name, json.dumps(args)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker([__file__, "--worker"], name, args)
 
 
 def compare(duck: dict[str, str], panda: dict[str, str], sample: int, seed: int) -> int:
@@ -531,10 +522,6 @@ def compare(duck: dict[str, str], panda: dict[str, str], sample: int, seed: int)
             assert same.all(), f"{view}.{f.name} differs:\n{differing.head()}"
         rows = max(rows, len(a))
     return rows
-
-
-def median_of(runs: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
 
 
 def main() -> None:

@@ -13,14 +13,13 @@ the ratio shows what ingest's checks cost. Medians over --repeat runs.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
+
+from steps import median_of, run_worker
 
 WORKER = textwrap.dedent(
     """
@@ -76,19 +75,7 @@ WORKER = textwrap.dedent(
 
 
 def step(name: str, **args) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", WORKER, name, json.dumps(args)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def median_of(runs: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
+    return run_worker(["-c", WORKER], name, args)
 
 
 def contract_files(folder: Path) -> list[str]:
