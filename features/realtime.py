@@ -79,34 +79,29 @@ def push_updates(
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
 
-    customers = sorted(
-        {
-            str(c)
-            for kind in ("orders", "events")
-            if kind in frames
-            for c in frames[kind]["customer_id"].dropna()
-        }
-    )
-    if "order_lines" in frames and "orders" not in frames:
-        lake = Lake(settings)
-        con = connect(settings)
+    lake = Lake(settings)
+    con = connect(settings)
+    customers = {
+        str(c)
+        for kind in ("orders", "events")
+        if kind in frames
+        for c in frames[kind]["customer_id"].dropna()
+    }
+    if "order_lines" in frames:  # lines change their order's customer, wherever the order is
         ids = frames["order_lines"]["order_id"].astype(str).tolist()
-        customers = sorted(
-            set(customers)
-            | {
-                r[0]
-                for r in con.execute(
-                    f"SELECT DISTINCT customer_id FROM {lake.relation_sql('orders')} "
-                    "WHERE order_id IN (SELECT unnest($ids))",
-                    {"ids": ids},
-                ).fetchall()
-            }
-        )
+        customers |= {
+            row[0]
+            for row in con.execute(
+                f"SELECT DISTINCT customer_id FROM {lake.relation_sql('orders')} "
+                "WHERE order_id IN (SELECT unnest($ids))",
+                {"ids": ids},
+            ).fetchall()
+        }
     if not customers:
         return PushReport(report, [], as_of, [])
 
-    con = connect(settings)
-    snapshots = compute_snapshots(con, Tables.from_lake(Lake(settings)), [as_of], customers)
+    touched = sorted(customers)
+    snapshots = compute_snapshots(con, Tables.from_lake(lake), [as_of], touched)
     store = open_store(settings)
     written = []
     stamp = as_of.strftime("%Y%m%dT%H%M%S")
@@ -120,8 +115,8 @@ def push_updates(
         path = target / f"{stamp}-{uuid.uuid4().hex[:8]}.parquet"
         frame.to_parquet(path, index=False)
         written.append(path)
-    log.info("pushed fresh features of %d customers as of %s", len(customers), as_of)
-    return PushReport(report, customers, as_of, written)
+    log.info("pushed fresh features of %d customers as of %s", len(touched), as_of)
+    return PushReport(report, touched, as_of, written)
 
 
 def _online():

@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 
 from kizuna.features.catalog import FEATURES, VIEWS
+from kizuna.features.compute import snapshots_dir
 from kizuna.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,14 +103,10 @@ class ApplySummary:
 
 def apply(settings: Settings) -> ApplySummary:
     """Register the entity, views and services; the snapshot files must exist."""
-    missing = [
-        view
-        for view in VIEWS
-        if not (settings.home_dir / "features" / "snapshots" / f"{view}.parquet").exists()
-    ]
+    missing = [view for view in VIEWS if not (snapshots_dir(settings) / f"{view}.parquet").exists()]
     if missing:
         raise FeatureStoreError(
-            f"no snapshots for {', '.join(missing)} under {settings.home_dir}/features/snapshots;"
+            f"no snapshots for {', '.join(missing)} under {snapshots_dir(settings)};"
             " run `kizuna features build` first"
         )
     write_schema()
@@ -134,9 +131,7 @@ def snapshot_range(settings: Settings) -> tuple[datetime, datetime]:
     """The earliest and latest cutoff in the snapshot files."""
     import duckdb
 
-    files = [
-        str(settings.home_dir / "features" / "snapshots" / f"{view}.parquet") for view in VIEWS
-    ]
+    files = [str(snapshots_dir(settings) / f"{view}.parquet") for view in VIEWS]
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     low, high = con.execute(

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -26,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from kizuna.console import console, err, fail
 from kizuna.settings import get_settings
 
 app = typer.Typer(
@@ -34,19 +34,12 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
-console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
 
 
 def _register_subcommands() -> None:
     from kizuna.cli_features import features_app
 
     app.add_typer(features_app, name="features")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @app.callback()
@@ -229,7 +222,7 @@ def ingest(
                 err.print("interrupted: nothing was written; the lake is as it was")
                 raise typer.Exit(130) from None
             if isinstance(exc, IngestError | LakeBusyError | ValueError):
-                _fail(str(exc))
+                fail(str(exc))
             raise
     print_ingest_report(report)
 
@@ -264,7 +257,7 @@ def _simulate(customers: int, days: int, seed: int, start: str, out: Path | None
     try:
         first_day = date.fromisoformat(start)
     except ValueError:
-        _fail(f"--start {start!r} is not a date; write it as YYYY-MM-DD, e.g. 2024-01-01")
+        fail(f"--start {start!r} is not a date; write it as YYYY-MM-DD, e.g. 2024-01-01")
     target = out or get_settings().home_dir / "sim"
     with Progress(
         TextColumn("simulating"),

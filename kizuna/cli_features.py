@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kizuna.console import console, err, fail
 from kizuna.settings import get_settings
 
 features_app = typer.Typer(
@@ -90,8 +91,7 @@ def build(
     try:
         cutoffs = resolve_cutoffs(as_of, every, start, end, settings)
     except FeatureBuildError as exc:
-        _fail(f"{exc}; ingest data first (kizuna ingest FILE, or kizuna run for a demo)")
-    err = _err()
+        fail(f"{exc}; ingest data first (kizuna ingest FILE, or kizuna run for a demo)")
     with Progress(
         TextColumn("building snapshots"),
         BarColumn(),
@@ -110,16 +110,15 @@ def build(
                 progress=lambda done, total: progress.update(task, completed=done),
             )
         except FeatureBuildError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     seconds = (datetime.now(UTC) - started).total_seconds()
-    out = _out()
-    out.print(
+    console.print(
         f"built {len(cutoffs)} snapshot(s) ({cutoffs[0].date()} .. {cutoffs[-1].date()}) "
         f"in {seconds:.1f} s",
         highlight=False,
     )
     for view, path in paths.items():
-        out.print(f"  {view}: {path}", highlight=False)
+        console.print(f"  {view}: {path}", highlight=False)
 
 
 @features_app.command("apply")
@@ -136,16 +135,15 @@ def apply() -> None:
     try:
         summary = run_apply(get_settings())
     except FeatureStoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     print_services(summary)
 
 
 def print_services(summary) -> None:
-    out = _out()
     for view, n in summary.views.items():
-        out.print(f"  view {view}: {n} features", highlight=False)
+        console.print(f"  view {view}: {n} features", highlight=False)
     for service, n in summary.services.items():
-        out.print(f"  service {service}: serves {n} features", highlight=False)
+        console.print(f"  service {service}: serves {n} features", highlight=False)
 
 
 @features_app.command("materialize")
@@ -168,8 +166,8 @@ def materialize(
     try:
         low, high = run_materialize(get_settings(), incremental=incremental)
     except FeatureStoreError as exc:
-        _fail(str(exc))
-    _out().print(f"materialized snapshots {low.date()} .. {high.date()}", highlight=False)
+        fail(str(exc))
+    console.print(f"materialized snapshots {low.date()} .. {high.date()}", highlight=False)
 
 
 @features_app.command("catalog")
@@ -187,26 +185,7 @@ def catalog(
     if markdown:
         sys.stdout.write(cat.markdown())
         return
-    out = _out()
     for view in cat.VIEWS:
-        out.print(f"[bold]{view}[/]")
+        console.print(f"[bold]{view}[/]")
         for f in cat.by_view(view):
-            out.print(f"  {f.name} ({f.window}): {f.meaning}", highlight=False)
-
-
-def _out():
-    from kizuna.cli import console
-
-    return console
-
-
-def _err():
-    from kizuna.cli import err
-
-    return err
-
-
-def _fail(message: str) -> None:
-    from kizuna.cli import _fail as fail
-
-    fail(message)
+            console.print(f"  {f.name} ({f.window}): {f.meaning}", highlight=False)

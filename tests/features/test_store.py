@@ -196,3 +196,21 @@ def test_incremental_materialization_loads_a_newer_snapshot(repo: Settings) -> N
     assert_same(
         online["spend_lifetime"], latest["spend_lifetime"].set_axis(online.index), "spend_lifetime"
     )
+
+
+def test_pushed_order_lines_refresh_their_orders_customer(repo: Settings) -> None:
+    from kizuna.features.lake import Lake
+
+    order = Lake(repo).read("orders").sort_values("order_id").iloc[0]
+    lines = pd.DataFrame(
+        {
+            "order_id": [order["order_id"]],
+            "line_number": [99],
+            "product_id": ["late-line"],
+            "quantity": [1.0],
+            "unit_price": [2.5],
+        }
+    )
+    report = push_updates(repo, order_lines=lines, as_of=CUTOFFS[-1] + timedelta(days=3))
+    assert report.ingest.kinds["order_lines"].accepted == 1
+    assert report.customers == [order["customer_id"]]
