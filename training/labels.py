@@ -93,7 +93,7 @@ def outcome_frame(
     never bought cannot stop buying). Columns: ``customer_id``, ``event_timestamp`` (the
     cutoff), ``churned`` (nullable boolean: null when (t, t+H] runs past the data),
     ``days_to_next_purchase`` and ``repurchased`` (false = censored at the end of the data),
-    ``value_365d`` (null when the year runs past the data).
+    ``future_value`` (spend in the next ``value_days``; null when they run past the data).
     """
     if not cutoffs:
         raise LabelError("give at least one cutoff")
@@ -126,7 +126,7 @@ def outcome_frame(
                    epoch(coalesce(n.next_at, $end) - p.cutoff) / {DAY_SECONDS}
                        AS days_to_next_purchase,
                    CASE WHEN p.cutoff + INTERVAL {value_days} DAY <= $end
-                        THEN coalesce(v.spend, 0) END AS value_365d
+                        THEN coalesce(v.spend, 0) END AS future_value
             FROM population p
             LEFT JOIN next_order n USING (customer_id, cutoff)
             LEFT JOIN value v USING (customer_id, cutoff)

@@ -59,7 +59,7 @@ def test_churn_timing_and_value_use_only_what_came_after_the_cutoff(tables) -> N
     assert (alice.churned, alice.repurchased) == (False, True)
     assert alice.days_to_next_purchase == pytest.approx(6 + 10 / 24)
     # Spend in (Jan 15, Mar 15]: 30 + 40 - 15 (the return counts against value).
-    assert alice.value_365d == 55
+    assert alice.future_value == 55
     bob = rows[("bob", "2024-01-15")]
     assert (bob.churned, bob.repurchased) == (True, False)
     # Censored at the end of the data (erin's order on Jun 30), not dropped.
@@ -69,7 +69,7 @@ def test_churn_timing_and_value_use_only_what_came_after_the_cutoff(tables) -> N
     # At Jun 20 the 30-day window runs past the data: unknown, not "churned".
     late = rows[("carol", "2024-06-20")]
     assert late.churned is None or str(late.churned) == "<NA>"
-    assert late.value_365d != late.value_365d  # NaN: the 60 days run past the data
+    assert late.future_value != late.future_value  # NaN: the 60 days run past the data
 
 
 def test_the_default_horizon_is_a_high_percentile_of_repeat_gaps(tables) -> None:

@@ -1,0 +1,100 @@
+"""One simulated retailer for all model tests, built once per session through the real path.
+
+simulate → ingest → snapshots at every campaign send day (every 10 days) → Feast apply →
+point-in-time training frames through the FeatureServices → labels after each cutoff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from kizuna.features.compute import Tables, build_feature_files, cutoff_range
+from kizuna.features.ingest import connect, ingest
+from kizuna.features.lake import Lake
+from kizuna.features.simulate import SimulationSummary, simulate
+from kizuna.features.store import apply
+from kizuna.settings import Settings
+from kizuna.training.dataset import (
+    exposure_training_frame,
+    features_of,
+    outcome_training_frame,
+)
+from kizuna.training.labels import ChurnHorizon, data_end, default_churn_horizon
+from tests.conftest import NOW
+
+SIM_START = date(2024, 1, 1)
+SIM_DAYS = 720
+# Short enough that train, validation and test value windows fit in the simulated period.
+VALUE_DAYS = 120
+
+
+@dataclass
+class SimWorld:
+    """The simulated retailer, its lake, snapshots and cached training frames."""
+
+    settings: Settings
+    sim: SimulationSummary
+    con: duckdb.DuckDBPyConnection
+    tables: Tables
+    horizon: ChurnHorizon
+    cutoffs: list[datetime]
+    end: datetime
+    _frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def features(self, service: str) -> list[str]:
+        return features_of(self.settings, service)
+
+    def outcomes(self, service: str) -> pd.DataFrame:
+        """Features of ``service`` + churn, timing and value labels, every cutoff."""
+        if service not in self._frames:
+            self._frames[service] = outcome_training_frame(
+                self.settings,
+                self.con,
+                self.tables,
+                service,
+                self.cutoffs,
+                self.horizon.days,
+                value_days=VALUE_DAYS,
+            )
+        return self._frames[service]
+
+    def exposures(self) -> pd.DataFrame:
+        """Every exposure (offer or control) with offers_v1 features at its send time."""
+        if "exposures" not in self._frames:
+            self._frames["exposures"] = exposure_training_frame(
+                self.settings, self.con, self.tables
+            )
+        return self._frames["exposures"]
+
+    @property
+    def truth(self) -> Path:
+        return self.sim.out / "ground_truth"
+
+
+@pytest.fixture(scope="session")
+def sim_world(tmp_path_factory: pytest.TempPathFactory) -> SimWorld:
+    root = tmp_path_factory.mktemp("sim-world")
+    settings = Settings(home=root / "home", mlruns=root / "mlruns")
+    sim = simulate(root / "sim", customers=4_000, days=SIM_DAYS, seed=5, start=SIM_START)
+    ingest([sim.out], settings, now=NOW)
+    con, tables = connect(settings), Tables.from_lake(Lake(settings))
+    # Campaigns go out every ten days from day 5: a snapshot at 00:00 of each send day.
+    first = SIM_START + timedelta(days=65)
+    cutoffs = cutoff_range(first, SIM_START + timedelta(days=SIM_DAYS - 1), timedelta(days=10))
+    build_feature_files(settings, cutoffs)
+    apply(settings)
+    return SimWorld(
+        settings=settings,
+        sim=sim,
+        con=con,
+        tables=tables,
+        horizon=default_churn_horizon(con, tables),
+        cutoffs=cutoffs,
+        end=data_end(con, tables),
+    )
