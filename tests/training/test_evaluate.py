@@ -8,10 +8,13 @@ import pytest
 from kizuna.training.evaluate import (
     auuc,
     classification_report,
+    concordance_index,
     expected_calibration_error,
     gini,
+    horizon_report,
     ips_policy_value,
     lift_and_capture,
+    outcome_by,
     qini_coefficient,
     qini_curve,
     reliability_table,
@@ -74,3 +77,54 @@ def test_ips_recovers_a_known_policy_value_on_randomized_data() -> None:
     assert everyone_treated.matched == (arm == 1).sum()
     with pytest.raises(ValueError, match="propensities must be positive"):
         ips_policy_value(outcome[:2], arm[:2], arm[:2], np.array([0.5, 0.0]))
+
+
+def _harrell_by_pairs(time, predicted, event) -> float:
+    concordant = comparable = 0.0
+    for i in range(len(time)):
+        for j in range(len(time)):
+            if event[i] and time[j] > time[i]:
+                comparable += 1
+                if predicted[j] > predicted[i]:
+                    concordant += 1.0
+                elif predicted[j] == predicted[i]:
+                    concordant += 0.5
+    return concordant / comparable
+
+
+def test_concordance_counts_only_pairs_that_start_with_an_event() -> None:
+    time = np.array([1.0, 2.0, 3.0, 4.0])
+    event = np.array([True, True, False, True])
+    assert concordance_index(time, time, event) == 1.0
+    assert concordance_index(time, -time, event) == 0.0
+    assert concordance_index(time, np.ones(4), event) == 0.5
+    # The censored row at 3 may not be ranked below the event at 4: that pair is unknown.
+    assert concordance_index(time, np.array([1.0, 2.0, 9.0, 4.0]), event) == 1.0
+    # One swapped pair out of the five comparable ones (1<2, 1<3, 1<4, 2<3, 2<4).
+    assert concordance_index(time, np.array([2.0, 1.0, 3.0, 4.0]), event) == 0.8
+    assert np.isnan(concordance_index(time, time, np.zeros(4, dtype=bool)))
+
+
+def test_concordance_matches_the_pairwise_definition_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        time = rng.integers(1, 12, 50).astype(float)
+        predicted = rng.integers(0, 8, 50).astype(float)
+        event = rng.random(50) < 0.6
+        assert concordance_index(time, predicted, event) == pytest.approx(
+            _harrell_by_pairs(time, predicted, event)
+        )
+
+
+def test_horizon_outcomes_leave_out_rows_censored_before_the_horizon() -> None:
+    time = np.array([5.0, 20.0, 20.0, 40.0, 10.0])
+    event = np.array([True, True, False, False, False])
+    happened, known = outcome_by(time, event, 30)
+    assert happened.tolist() == [True, True, False, False, False]
+    assert known.tolist() == [True, True, False, True, False]
+    report = horizon_report(time, event, np.array([0.9, 0.6, 0.5, 0.2, 0.5]), 30)
+    assert report["rows"] == 3 and report["observed_rate"] == pytest.approx(2 / 3)
+    assert report["auc"] == 1.0
+    assert report["brier"] == pytest.approx((0.01 + 0.16 + 0.04) / 3)
+    with pytest.raises(ValueError, match="no row was observed"):
+        horizon_report(time, np.zeros(5, dtype=bool), np.full(5, 0.5), 100)
