@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -38,8 +39,12 @@ app = typer.Typer(
 
 def _register_subcommands() -> None:
     from kizuna.cli_features import features_app
+    from kizuna.cli_models import backtest_command, models_app, train_command
 
     app.add_typer(features_app, name="features")
+    app.add_typer(models_app, name="models")
+    app.command("train")(train_command)
+    app.command("backtest")(backtest_command)
 
 
 @app.callback()
@@ -54,6 +59,12 @@ def main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # MLflow logs each step at INFO on its own handler, and SQLAlchemy warns about
+        # MLflow's internals; neither is for a Kizuna user to act on.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="mlflow")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy")
 
 
 @contextmanager
@@ -340,20 +351,27 @@ def contracts(
 @app.command()
 def run(
     customers: Annotated[int, typer.Option(min=1, help="Customers to simulate.")] = 10_000,
-    days: Annotated[int, typer.Option(min=30, help="Days of history.")] = 730,
+    days: Annotated[
+        int,
+        typer.Option(min=30, help="Days of history (a 365-day value label needs 3+ years)."),
+    ] = 1_460,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
-    weeks: Annotated[int, typer.Option(min=1, help="Weekly feature snapshots to build.")] = 26,
+    weeks: Annotated[int, typer.Option(min=1, help="Weekly feature snapshots to build.")] = 8,
+    train: Annotated[bool, typer.Option(help="Train the four models.")] = True,
 ) -> None:
-    """The main job on the embedded default: simulate, ingest, build features, serve them.
+    """The main job on the embedded default: simulate, ingest, build features, train.
 
-    Simulates a retailer, ingests it into the lake, builds weekly feature snapshots,
-    registers them with Feast and loads the latest into the online store.
+    Simulates four years of a retailer, ingests it into the lake, builds training
+    snapshots every eight weeks and weekly ones for the latest weeks, registers them with
+    Feast, loads the latest into the online store, then trains the churn, repurchase,
+    value and offer models, printing each evaluation next to its baselines.
 
     Example:
 
-        kizuna run --customers 10000 --weeks 26
+        kizuna run --customers 10000 --weeks 8
     """
     from kizuna.cli_features import print_services
+    from kizuna.cli_models import print_trained, step_printer
     from kizuna.features.compute import Tables, build_feature_files, cutoff_range, default_cutoff
     from kizuna.features.ingest import connect
     from kizuna.features.ingest import ingest as run_ingest
@@ -361,8 +379,9 @@ def run(
     from kizuna.features.store import apply, materialize
 
     settings = get_settings()
+    start = date(2022, 1, 1)
     console.rule("1. simulate a retailer")
-    summary = _simulate(customers, days, seed, "2024-01-01", None)
+    summary = _simulate(customers, days, seed, start.isoformat(), None)
     _print_simulation(summary)
     console.rule("2. ingest it into the lake")
     with _ingest_progress() as progress:
@@ -372,14 +391,17 @@ def run(
     lake()
     console.rule("4. build features")
     latest = default_cutoff(Tables.from_lake(Lake(settings)), connect(settings))
-    cutoffs = cutoff_range(
+    weekly = cutoff_range(
         (latest - timedelta(weeks=weeks - 1)).date(), latest.date(), timedelta(weeks=1)
     )
+    training = cutoff_range(start + timedelta(weeks=8), latest.date(), timedelta(weeks=8))
+    cutoffs = sorted({*training, *weekly})
     started = time.perf_counter()
     build_feature_files(settings, cutoffs)
     console.print(
-        f"built {len(cutoffs)} weekly snapshots ({cutoffs[0].date()} .. {cutoffs[-1].date()}) "
-        f"in {time.perf_counter() - started:.1f} s",
+        f"built {len(cutoffs)} snapshots in {time.perf_counter() - started:.1f} s: every eight "
+        f"weeks from {training[0].date()} and weekly from {weekly[0].date()} to "
+        f"{weekly[-1].date()}",
         highlight=False,
     )
     console.rule("5. register with Feast and load the online store")
@@ -387,6 +409,14 @@ def run(
     _, high = materialize(settings)
     print_services(features)
     console.print(f"online store holds the snapshot of {high.date()}", highlight=False)
+    if not train:
+        return
+    from kizuna.training.runs import train_and_register
+
+    console.rule("6. train, evaluate against the baselines, register in MLflow")
+    trained = train_and_register(settings, progress=step_printer())
+    print_trained(trained)
+    console.print(f"MLflow store: {settings.tracking_uri}", highlight=False)
 
 
 _register_subcommands()

@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field(
         default="2GB", description="Memory DuckDB may use before it spills to disk."
     )
+    mlruns: Path = Field(
+        default=Path("./mlruns"),
+        description="Folder of the default MLflow store (a SQLite file and the artifacts).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI (e.g. postgresql://...); default: SQLite in `mlruns`.",
+    )
+    seed: int = Field(default=7, description="Seed of every model's training, logged with it.")
 
     @property
     def home_dir(self) -> Path:
@@ -58,6 +67,20 @@ class Settings(BaseSettings):
     @property
     def staging_dir(self) -> Path:
         return self.home_dir / ".staging"
+
+    @property
+    def mlruns_dir(self) -> Path:
+        return self.mlruns.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        """Where MLflow runs and the model registry live."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        """Where the default store keeps artifacts (models, plots, tables)."""
+        return self.mlruns_dir / "artifacts"
 
 
 @lru_cache(maxsize=1)

@@ -22,13 +22,18 @@ COMMANDS = [
     "features apply",
     "features materialize",
     "features catalog",
+    "train",
+    "models list",
+    "models promote",
+    "models rollback",
+    "backtest",
 ]
 
 
 def kizuna(*args: str, home: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "from kizuna.cli import app; app()", *args],
-        env={**os.environ, "KIZUNA_HOME": str(home)},
+        env={**os.environ, "KIZUNA_HOME": str(home), "KIZUNA_MLRUNS": str(home / "mlruns")},
         capture_output=True,
         text=True,
         check=False,
@@ -72,3 +77,23 @@ def test_features_commands_say_what_to_run_first(tmp_path: Path) -> None:
     result = kizuna("features", "build", "--every", "fortnight", home=tmp_path / "home")
     assert result.returncode == 2
     assert "'fortnight' is not a period; write e.g. 7d or 2w" in result.stderr
+
+
+def test_model_commands_say_what_to_do(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = kizuna("train", "everything", home=home)
+    assert result.returncode == 2
+    assert "unknown model 'everything'; choose one of churn, repurchase" in result.stderr
+    result = kizuna("train", "churn", home=home)
+    assert result.returncode == 2
+    assert "run `kizuna features build --every 7d`" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = kizuna("models", "list", home=home)
+    assert result.returncode == 0
+    assert "no models registered yet; run `kizuna train all`" in result.stdout
+    result = kizuna("models", "rollback", "churn", home=home)
+    assert result.returncode == 2
+    assert "kizuna-churn is not registered; train it first" in result.stderr
+    result = kizuna("backtest", "--cutoff", "June", home=home)
+    assert result.returncode == 2
+    assert "--cutoff 'June' is not a date; write YYYY-MM-DD" in result.stderr

@@ -1,0 +1,117 @@
+"""The shared trainer: time-ordered splits, the leakage guard, the past-only data of a
+backtest, and the backtest's files, on the shared simulated retailer."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from kizuna.features.store import apply
+from kizuna.training.backtest import backtest
+from kizuna.training.dataset import (
+    LeakageError,
+    TimeSplit,
+    check_no_leakage,
+    send_split,
+    time_split,
+)
+from kizuna.training.labels import LabelError, data_end, outcome_frame
+from kizuna.training.trainer import TrainConfig, TrainingData, restrict_tables
+from tests.training.conftest import VALUE_DAYS
+
+DAY = timedelta(days=1)
+
+
+def at(day: int) -> datetime:
+    return datetime(2025, 1, 1, tzinfo=UTC) + day * DAY
+
+
+def test_time_split_keeps_label_windows_apart() -> None:
+    cutoffs = [at(d) for d in range(0, 300, 10)]
+    split = time_split(cutoffs, label_days=30, data_end=at(300))
+    assert split.test == [at(270)]  # the latest cutoff whose 30 days have passed
+    assert split.valid == [at(240)]
+    assert max(split.train) == at(210)
+    check_no_leakage(split)
+
+
+def test_time_split_says_how_much_history_is_missing() -> None:
+    with pytest.raises(LabelError, match="spanning at least 200 days"):
+        time_split([at(d) for d in range(0, 150, 10)], label_days=100, data_end=at(400))
+    with pytest.raises(LabelError, match="no cutoff has a closed 90-day"):
+        time_split([at(100)], label_days=90, data_end=at(120))
+
+
+def test_the_leakage_guard_rejects_overlapping_label_windows() -> None:
+    split = TimeSplit(train=[at(0), at(20)], valid=[at(40)], test=[at(100)], label_days=30)
+    with pytest.raises(LeakageError, match="10 days into the valid part"):
+        check_no_leakage(split)
+
+
+def test_send_split_keeps_whole_send_days_together() -> None:
+    sends = [at(d) + h * timedelta(hours=1) for d in range(0, 400, 10) for h in range(3)]
+    split = send_split(sends, label_days=14, valid_sends=3, test_sends=5)
+    assert len(split.test) == 15 and len(split.valid) == 9
+    assert {m.date() for m in split.test}.isdisjoint({m.date() for m in split.train})
+    check_no_leakage(split)
+
+
+def test_past_only_tables_see_nothing_after_the_cutoff(sim_world) -> None:
+    until = datetime(2025, 3, 1, tzinfo=UTC)
+    past = restrict_tables(sim_world.tables, until)
+    assert data_end(sim_world.con, past) <= until
+    cutoffs = [datetime(2024, 10, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)]
+    horizon = sim_world.horizon.days
+    seen = outcome_frame(sim_world.con, past, cutoffs, horizon, VALUE_DAYS)
+    full = outcome_frame(sim_world.con, sim_world.tables, cutoffs, horizon, VALUE_DAYS)
+    closed = seen["event_timestamp"] + pd.Timedelta(days=horizon) <= until
+    # Windows that closed before the cutoff: the same labels. Open ones are never
+    # "churned": a purchase seen before the cutoff says "stayed", anything else is unknown.
+    merged = seen.merge(full, on=["customer_id", "event_timestamp"], suffixes=("", "_full"))
+    assert (merged.loc[closed, "churned"] == merged.loc[closed, "churned_full"]).all()
+    open_windows = merged.loc[~closed, "churned"]
+    assert not open_windows.fillna(False).any() and open_windows.isna().sum() > 100
+    assert merged.loc[~closed & merged["churned"].isna(), "churned_full"].any()
+
+
+@pytest.fixture(scope="module")
+def backtested(sim_world, tmp_path_factory):
+    # A copy of the world: the backtest adds a snapshot, the other tests keep theirs.
+    root = tmp_path_factory.mktemp("backtest")
+    shutil.copytree(sim_world.settings.home_dir, root / "home")
+    settings = sim_world.settings.model_copy(
+        update={"home": root / "home", "mlruns": root / "mlruns"}
+    )
+    apply(settings)
+    cutoff = datetime(2025, 7, 1, tzinfo=UTC)
+    config = TrainConfig(seed=7, value_days=VALUE_DAYS, max_train_cutoffs=4)
+    report = backtest(settings, cutoff, root / "out", config)
+    return settings, cutoff, report
+
+
+def test_backtest_trains_on_the_past_and_scores_every_customer(backtested, sim_world) -> None:
+    _, cutoff, report = backtested
+    files = {p.name for p in report.folder.iterdir()}
+    assert {"scores.parquet", "metrics.csv", "metrics.txt", "backtest.json"} <= files
+    scores = pd.read_parquet(report.folder / "scores.parquet")
+    population = outcome_frame(sim_world.con, sim_world.tables, [cutoff], 30)
+    assert set(scores["customer_id"]) == set(population["customer_id"])
+    for column in ["churn_probability", "p_buy_30d", "predicted_value", "churned"]:
+        assert column in scores.columns and scores[column].notna().any(), column
+    metrics = pd.read_csv(report.folder / "metrics.csv")
+    assert set(metrics["model"]) == {"churn", "repurchase", "value", "offers"}
+    churn = metrics[metrics["model"] == "churn"].set_index("scorer")
+    assert churn.loc["kizuna", "auc"] > churn.loc["rfm", "auc"]
+    assert not report.notes
+
+
+def test_backtest_training_used_only_data_before_the_cutoff(backtested) -> None:
+    settings, cutoff, _ = backtested
+    data = TrainingData.open(settings, TrainConfig(value_days=VALUE_DAYS), until=cutoff)
+    assert data.end <= cutoff
+    for name in ["churn", "repurchase", "value"]:
+        split = data.split(name)
+        assert max(split.test) + timedelta(days=split.label_days) <= cutoff

@@ -1,0 +1,66 @@
+"""``kizuna train``: train models, log them to MLflow and let the gate pick the champion."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from kizuna.settings import Settings
+from kizuna.training import plots, registry
+from kizuna.training.trainer import MODEL_NAMES, TrainConfig, TrainingData, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One model's training run: its result, the gate's verdict and how long it took."""
+
+    result: TrainResult
+    verdict: registry.Verdict
+    seconds: float
+
+
+def train_and_register(
+    settings: Settings,
+    names: Sequence[str] = MODEL_NAMES,
+    config: TrainConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Trained]:
+    """Train ``names`` in order (churn first: the offers baseline uses it), log each run
+    with its plots, register it and apply the promotion gate."""
+    config = config or TrainConfig(seed=settings.seed)
+    say = progress or (lambda _line: None)
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown:
+        raise registry.RegistryError(
+            f"unknown model {unknown[0]!r}; choose from {', '.join(MODEL_NAMES)} or all"
+        )
+    data = TrainingData.open(settings, config)
+    say(
+        f"data {data.snapshot}: {len(data.cutoffs)} snapshot cutoffs, churn horizon "
+        f"H = {data.horizon.days} days"
+    )
+    out: list[Trained] = []
+    churn_model = None
+    if "offers" in names and "churn" not in names:
+        # The "offer everyone at high churn risk" baseline needs a churn model: the champion.
+        try:
+            churn_model = registry.load(settings, "churn")
+        except Exception as exc:  # the baseline is skipped, and said so
+            say(f"offers: no churn champion ({type(exc).__name__}); skipping that baseline")
+    for name in sorted(names, key=MODEL_NAMES.index):
+        started = time.perf_counter()
+        result = train(data, name, progress=say, churn_model=churn_model)
+        if name == "churn":
+            churn_model = result.model
+        say(f"{name}: logging to MLflow and comparing with the champion")
+        figures = plots.figures(result)
+        verdict = registry.log_and_gate(settings, result, figures)
+        plots.close(figures)
+        seconds = time.perf_counter() - started
+        say(f"{name}: v{verdict.version} is {verdict.alias} ({seconds:.1f} s)")
+        out.append(Trained(result, verdict, seconds))
+    return out

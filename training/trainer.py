@@ -1,0 +1,330 @@
+"""The shared trainer: one path from snapshots and labels to a fitted, evaluated model.
+
+For every model alike: read its FeatureService's point-in-time frame, label it, split the
+cutoffs in time (train → validation → test, label windows apart), fit, and score the model
+and its baselines on the same held-out cutoff. What differs per model (label window,
+estimator, metrics) lives in its own module; MLflow logging lives in registry.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import ModuleType
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from kizuna.features.compute import Tables, snapshots_dir
+from kizuna.features.ingest import connect
+from kizuna.features.lake import MANIFEST, Lake
+from kizuna.settings import Settings
+from kizuna.training.dataset import (
+    TimeSplit,
+    check_no_leakage,
+    exposure_training_frame,
+    features_of,
+    outcome_training_frame,
+    send_split,
+    time_split,
+)
+from kizuna.training.labels import ChurnHorizon, LabelError, data_end, default_churn_horizon
+
+log = logging.getLogger(__name__)
+
+MODEL_NAMES = ("churn", "repurchase", "value", "offers")
+# The longest horizon of the timing model: its label window.
+REPURCHASE_WINDOW_DAYS = 90
+_CLASSES = {
+    "churn": "ChurnModel",
+    "repurchase": "RepurchaseModel",
+    "value": "ValueModel",
+    "offers": "OfferModel",
+}
+
+
+class TrainingError(ValueError):
+    """A model cannot be trained on this data; the message says what to change."""
+
+
+def model_module(name: str) -> ModuleType:
+    """The module of model ``name`` (kizuna.training.<name>)."""
+    if name not in _CLASSES:
+        raise TrainingError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return importlib.import_module(f"kizuna.training.{name}")
+
+
+def model_class(name: str) -> type:
+    return getattr(model_module(name), _CLASSES[name])
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What a data scientist sets for a training run; all of it is logged with the model.
+
+    Args:
+        seed: LightGBM's seed.
+        churn_horizon_days: H of the churn label; None derives it from the data.
+        value_days: the value label's window (spend in the next ``value_days``).
+        offer_window_days: a purchase this many days after an exposure is a response.
+        max_train_cutoffs: train on at most this many of the latest training cutoffs.
+        n_jobs: LightGBM threads. One by default: on a small or shared machine LightGBM's
+            own default (every core, spinning while it waits) is often many times slower.
+    """
+
+    seed: int = 7
+    churn_horizon_days: int | None = None
+    value_days: int = 365
+    offer_window_days: int = 14
+    max_train_cutoffs: int = 12
+    n_jobs: int | None = 1
+
+
+def restrict_tables(tables: Tables, until: datetime) -> Tables:
+    """The tables as they were at ``until``: nothing that happened after it."""
+    at = f"TIMESTAMPTZ '{until.isoformat()}'"
+    return Tables(
+        customers=tables.customers,
+        orders=f"(SELECT * FROM {tables.orders} WHERE ordered_at <= {at})",
+        order_lines=(
+            f"(SELECT l.* FROM {tables.order_lines} l SEMI JOIN {tables.orders} o "
+            f"ON l.order_id = o.order_id AND o.ordered_at <= {at})"
+        ),
+        events=f"(SELECT * FROM {tables.events} WHERE occurred_at <= {at})",
+        offers=tables.offers,
+        exposures=f"(SELECT * FROM {tables.exposures} WHERE sent_at <= {at})",
+    )
+
+
+def snapshot_cutoffs(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[datetime]:
+    """The cutoffs the feature snapshot files hold (every view has the same ones)."""
+    path = snapshots_dir(settings) / "customer_purchases.parquet"
+    if not path.exists():
+        raise TrainingError(
+            f"no feature snapshots in {path.parent}; run `kizuna features build --every 7d` "
+            "and `kizuna features apply` first"
+        )
+    rows = con.execute(
+        f"SELECT DISTINCT event_timestamp FROM read_parquet('{path}') ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def snapshot_id(settings: Settings, cutoffs: list[datetime]) -> str:
+    """Names the data a model saw: the lake's manifest and the snapshot cutoffs."""
+    digest = hashlib.sha256()
+    manifest = settings.lake_dir / MANIFEST
+    digest.update(manifest.read_bytes() if manifest.exists() else b"")
+    digest.update(",".join(c.isoformat() for c in cutoffs).encode())
+    return f"{digest.hexdigest()[:12]}@{max(cutoffs):%Y-%m-%d}"
+
+
+@dataclass
+class TrainingData:
+    """The lake, snapshots and labels a run trains on, with frames cached per service.
+
+    ``until`` cuts the data at a moment (for backtests): labels then use nothing after it,
+    and only snapshots at or before it are used.
+    """
+
+    settings: Settings
+    con: duckdb.DuckDBPyConnection
+    tables: Tables
+    end: datetime
+    horizon: ChurnHorizon
+    cutoffs: list[datetime]
+    snapshot: str
+    config: TrainConfig
+    _frames: dict[tuple, pd.DataFrame] = field(default_factory=dict)
+
+    @classmethod
+    def open(
+        cls, settings: Settings, config: TrainConfig, until: datetime | None = None
+    ) -> TrainingData:
+        con = connect(settings)
+        tables = Tables.from_lake(Lake(settings))
+        cutoffs = snapshot_cutoffs(con, settings)
+        if until is not None:
+            tables = restrict_tables(tables, until)
+            cutoffs = [c for c in cutoffs if c <= until]
+        end = data_end(con, tables)
+        if config.churn_horizon_days:
+            horizon = ChurnHorizon(days=config.churn_horizon_days, percentile=float("nan"), gaps=0)
+        else:
+            horizon = default_churn_horizon(con, tables)
+        return cls(
+            settings=settings,
+            con=con,
+            tables=tables,
+            end=end,
+            horizon=horizon,
+            cutoffs=cutoffs,
+            snapshot=snapshot_id(settings, cutoffs),
+            config=config,
+        )
+
+    def label_days(self, name: str) -> int:
+        """How long after a cutoff model ``name``'s label looks."""
+        return {
+            "churn": self.horizon.days,
+            "repurchase": REPURCHASE_WINDOW_DAYS,
+            "value": self.config.value_days,
+            "offers": self.config.offer_window_days,
+        }[name]
+
+    def frame(self, name: str, cutoffs: list[datetime] | None = None) -> pd.DataFrame:
+        """Model ``name``'s rows: features of its service and its labels.
+
+        ``cutoffs`` limits the rows to those cutoffs (all snapshot cutoffs by default);
+        the offer model's rows are every exposure whose response window has closed.
+        """
+        service = model_class(name).service
+        if name == "offers":
+            key: tuple = ("exposures", self.config.offer_window_days)
+            if key not in self._frames:
+                self._frames[key] = exposure_training_frame(
+                    self.settings,
+                    self.con,
+                    self.tables,
+                    service,
+                    window_days=self.config.offer_window_days,
+                )
+            return self._frames[key]
+        moments = tuple(sorted(cutoffs if cutoffs is not None else self.cutoffs))
+        key = (service, moments)
+        if key not in self._frames:
+            self._frames[key] = outcome_training_frame(
+                self.settings,
+                self.con,
+                self.tables,
+                service,
+                list(moments),
+                self.horizon.days,
+                value_days=self.config.value_days,
+            )
+        return self._frames[key]
+
+    def split(self, name: str) -> TimeSplit:
+        """Model ``name``'s time-ordered split of its cutoffs (send times for offers)."""
+        days = self.label_days(name)
+        if name == "offers":
+            moments = sorted(pd.to_datetime(self.frame(name)["event_timestamp"], utc=True))
+            moments = sorted({m.to_pydatetime() for m in moments})
+        else:
+            moments = self.cutoffs
+        try:
+            if name == "offers":
+                # Whole campaigns per part: a send's exposures spread over hours.
+                split = send_split(moments, days)
+            else:
+                split = time_split(moments, days, self.end)
+        except LabelError as exc:
+            raise TrainingError(f"{name}: {exc}") from exc
+        keep = self.config.max_train_cutoffs
+        if keep and len(split.train) > keep and name != "offers":
+            split = TimeSplit(split.train[-keep:], split.valid, split.test, split.label_days)
+        return split
+
+
+@dataclass
+class TrainResult:
+    """A fitted model, what it was trained on, and its held-out evaluation."""
+
+    name: str
+    model: Any
+    features: list[str]
+    split: TimeSplit
+    evaluation: pd.DataFrame
+    test: pd.DataFrame
+    params: dict[str, Any]
+
+
+def evaluate(name: str, model: Any, test: pd.DataFrame, **extra: Any) -> pd.DataFrame:
+    """Model ``name``'s evaluation table (the model and its baselines) on ``test``."""
+    return model_module(name).evaluate(model, test, **extra)
+
+
+def with_btyd(
+    con: duckdb.DuckDBPyConnection,
+    tables: Tables,
+    name: str,
+    table: pd.DataFrame,
+    test: pd.DataFrame,
+    label_days: int,
+) -> pd.DataFrame:
+    """``table`` with the BG/NBD baselines' rows, fitted on data up to the test cutoff."""
+    from kizuna.training.baselines import btyd_rows
+
+    if name == "offers" or test.empty:
+        return table
+    cutoff = pd.Timestamp(test["event_timestamp"].max()).to_pydatetime()
+    rows = btyd_rows(con, restrict_tables(tables, cutoff), name, test, label_days)
+    return pd.concat([table, rows]) if not rows.empty else table
+
+
+def train(
+    data: TrainingData,
+    name: str,
+    progress: Callable[[str], None] | None = None,
+    churn_model: Any | None = None,
+) -> TrainResult:
+    """Fit model ``name`` on its training cutoffs and evaluate it on the held-out one.
+
+    Args:
+        data: the lake, snapshots and labels.
+        name: one of MODEL_NAMES.
+        progress: called with a short line at each step.
+        churn_model: a fitted churn model, for the offers baseline "offer everyone at
+            high churn risk" (skipped without one).
+    """
+    say = progress or (lambda _line: None)
+    cls = model_class(name)
+    split = data.split(name)
+    check_no_leakage(split)
+    say(f"{name}: reading {cls.service} features and labels")
+    frame = data.frame(name, [*split.train, *split.valid, *split.test])
+    features = features_of(data.settings, cls.service)
+    train_rows, valid_rows = split.part(frame, "train"), split.part(frame, "valid")
+    test_rows = split.part(frame, "test")
+    moments = len({m.date() for m in split.train})
+    what = "send days" if name == "offers" else "cutoffs"
+    say(
+        f"{name}: fitting on {len(train_rows):,} rows of {moments} {what}, "
+        f"validating on {len(valid_rows):,}"
+    )
+    options = {"value_days": data.config.value_days} if name == "value" else {}
+    model = cls(seed=data.config.seed, n_jobs=data.config.n_jobs, **options)
+    model.fit(train_rows, valid_rows, features)
+    say(f"{name}: scoring {len(test_rows):,} held-out rows with the baselines")
+    extra: dict[str, Any] = {}
+    if name == "offers":
+        extra["churn_risk"] = (
+            churn_model.predict_proba(test_rows) if churn_model is not None else None
+        )
+    table = evaluate(name, model, test_rows, **extra)
+    table = with_btyd(data.con, data.tables, name, table, test_rows, split.label_days)
+    params = {
+        "model": name,
+        "feature_service": cls.service,
+        "data_snapshot": data.snapshot,
+        "seed": data.config.seed,
+        "label_days": split.label_days,
+        "churn_horizon_days": data.horizon.days,
+        "churn_horizon_percentile": data.horizon.percentile,
+        "value_days": data.config.value_days,
+        "offer_window_days": data.config.offer_window_days,
+        "train_cutoffs": f"{min(split.train):%Y-%m-%d}..{max(split.train):%Y-%m-%d}",
+        "n_train_cutoffs": len(split.train),
+        "valid_cutoffs": f"{min(split.valid):%Y-%m-%d}..{max(split.valid):%Y-%m-%d}",
+        "test_cutoffs": f"{min(split.test):%Y-%m-%d}..{max(split.test):%Y-%m-%d}",
+        "train_rows": len(train_rows),
+        "valid_rows": len(valid_rows),
+        "test_rows": len(test_rows),
+        "n_features": len(features),
+    }
+    return TrainResult(name, model, features, split, table, test_rows, params)
