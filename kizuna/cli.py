@@ -414,8 +414,14 @@ def run(
     from kizuna.training.runs import train_and_register
 
     console.rule("6. train, evaluate against the baselines, register in MLflow")
-    trained = train_and_register(settings, progress=step_printer())
+    trained, _ = train_and_register(settings, progress=step_printer())
     print_trained(trained)
+    from kizuna.cli_models import print_evaluation
+    from kizuna.training.truth import uplift_against_truth
+
+    offers = next(t.result for t in trained if t.result.name == "offers")
+    truth = uplift_against_truth(offers.model, offers.test, summary.out / "ground_truth")
+    print_evaluation("offers against the simulator's true uplift", truth)
     console.print(f"MLflow store: {settings.tracking_uri}", highlight=False)
 
 

@@ -104,11 +104,17 @@ def train_command(
     )
     names = MODEL_NAMES if model == "all" else (model,)
     try:
-        trained = train_and_register(settings, names, config, progress=step_printer())
+        trained, skipped = train_and_register(
+            settings, names, config, progress=step_printer(), keep_going=model == "all"
+        )
     except (TrainingError, ValueError) as exc:
         fail(str(exc))
     print_trained(trained)
+    for item in skipped:
+        err.print(f"[yellow]not trained:[/] {item.reason}", highlight=False, soft_wrap=True)
     console.print(f"MLflow store: {settings.tracking_uri}", highlight=False)
+    if not trained:
+        fail("no model could be trained on this data; see the reasons above")
 
 
 def print_trained(trained) -> None:

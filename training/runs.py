@@ -9,9 +9,24 @@ from dataclasses import dataclass
 
 from kizuna.settings import Settings
 from kizuna.training import plots, registry
-from kizuna.training.trainer import MODEL_NAMES, TrainConfig, TrainingData, TrainResult, train
+from kizuna.training.trainer import (
+    MODEL_NAMES,
+    TrainConfig,
+    TrainingData,
+    TrainingError,
+    TrainResult,
+    train,
+)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A model that could not be trained on this data, and why."""
+
+    name: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -28,9 +43,15 @@ def train_and_register(
     names: Sequence[str] = MODEL_NAMES,
     config: TrainConfig | None = None,
     progress: Callable[[str], None] | None = None,
-) -> list[Trained]:
+    keep_going: bool = False,
+) -> tuple[list[Trained], list[Skipped]]:
     """Train ``names`` in order (churn first: the offers baseline uses it), log each run
-    with its plots, register it and apply the promotion gate."""
+    with its plots, register it and apply the promotion gate.
+
+    With ``keep_going``, a model the data cannot train (no campaigns for the offer model,
+    too little history for a 365-day value label) is skipped with its reason and the
+    others still train; otherwise its TrainingError propagates.
+    """
     config = config or TrainConfig(seed=settings.seed)
     say = progress or (lambda _line: None)
     unknown = [n for n in names if n not in MODEL_NAMES]
@@ -44,6 +65,7 @@ def train_and_register(
         f"H = {data.horizon.days} days"
     )
     out: list[Trained] = []
+    skipped: list[Skipped] = []
     churn_model = None
     if "offers" in names and "churn" not in names:
         # The "offer everyone at high churn risk" baseline needs a churn model: the champion.
@@ -53,7 +75,14 @@ def train_and_register(
             say(f"offers: no churn champion ({type(exc).__name__}); skipping that baseline")
     for name in sorted(names, key=MODEL_NAMES.index):
         started = time.perf_counter()
-        result = train(data, name, progress=say, churn_model=churn_model)
+        try:
+            result = train(data, name, progress=say, churn_model=churn_model)
+        except TrainingError as exc:
+            if not keep_going:
+                raise
+            say(f"{name}: skipped: {exc}")
+            skipped.append(Skipped(name, str(exc)))
+            continue
         if name == "churn":
             churn_model = result.model
         say(f"{name}: logging to MLflow and comparing with the champion")
@@ -63,4 +92,4 @@ def train_and_register(
         seconds = time.perf_counter() - started
         say(f"{name}: v{verdict.version} is {verdict.alias} ({seconds:.1f} s)")
         out.append(Trained(result, verdict, seconds))
-    return out
+    return out, skipped

@@ -224,7 +224,11 @@ class TrainingData:
             else:
                 split = time_split(moments, days, self.end)
         except LabelError as exc:
-            raise TrainingError(f"{name}: {exc}") from exc
+            hint = {
+                "churn": "; the churn window is --horizon-days (backtest: --horizon)",
+                "value": "; the value window is --value-days",
+            }.get(name, "")
+            raise TrainingError(f"{name}: {exc}{hint}") from exc
         keep = self.config.max_train_cutoffs
         if keep and len(split.train) > keep and name != "offers":
             split = TimeSplit(split.train[-keep:], split.valid, split.test, split.label_days)
