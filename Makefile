@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The pinned versions tested together; pip installs exactly these.
 CONSTRAINTS := constraints.txt
 
-.PHONY: run test lint format install clean bench docs
+.PHONY: run test lint format install clean bench bench-quality docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulate_ingest.py
+	$(BIN)/python benchmarks/features_build.py
+	$(BIN)/python benchmarks/online_features.py
+
+## bench-quality: the models against the BTYD and uplift baselines on the real datasets
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/quality_cdnow.py
+	$(BIN)/python benchmarks/quality_cdnow.py --sample
+	$(BIN)/python benchmarks/quality_online_retail.py
+	$(BIN)/python benchmarks/quality_hillstrom.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -9,7 +9,9 @@ holdout per ../shared/data/README.md).
 * **BG/NBD** and **Pareto/NBD**: fitted on the calibration summary at the end of week 39.
 * **Kizuna**: :class:`kizuna.training.counts.RepeatForecaster` trained at weekly cutoffs
   from week 13 to week 33, each labelled on (cutoff, end of week 39]; BG/NBD refitted at
-  every cutoff on the data up to it. Nothing from the holdout is read before scoring.
+  every cutoff on the data up to it (its expectation is the count model's offset: on a
+  customer split inside the calibration period its validation Poisson loss, 0.550, beat a
+  Pareto/NBD offset's, 0.563). Nothing from the holdout is read before scoring.
 
 Three metrics on every customer, all scorers in the same run: ROC-AUC of "buys again in
 the holdout", per-customer MAE of holdout purchase days, and the absolute % error of the

@@ -10,6 +10,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from lifetimes import ParetoNBDFitter
 from lifetimes.utils import summary_data_from_transaction_data
 from sklearn.metrics import roc_auc_score
 
@@ -18,6 +19,7 @@ from kizuna.features.ingest import connect, ingest
 from kizuna.features.lake import Lake, empty_relation_sql
 from kizuna.settings import Settings
 from kizuna.training.btyd import (
+    COUNT_MODELS,
     BtydBaseline,
     BtydError,
     bgnbd_expected_purchases,
@@ -270,3 +272,33 @@ def test_kizuna_risk_ranks_one_time_buyers(cdnow) -> None:
     weeks_since = summary["T"].to_numpy()[once]
     early = weeks_since > np.median(weeks_since)
     assert risk.to_numpy()[once][early].mean() > risk.to_numpy()[once][~early].mean()
+
+
+@pytest.mark.shared
+def test_pareto_nbd_fit_on_distinct_triples_matches_lifetimes(cdnow) -> None:
+    _, _, _, summary = cdnow
+    ours = BtydBaseline("pareto_nbd", fit_spend=False).fit(summary)
+    theirs = ParetoNBDFitter().fit(summary["frequency"], summary["recency"], summary["T"])
+    expected = theirs.conditional_expected_number_of_purchases_up_to_time(
+        39.0, summary["frequency"], summary["recency"], summary["T"]
+    )
+    np.testing.assert_allclose(ours.expected_purchases(summary, 39.0), expected, rtol=0.01)
+
+
+@pytest.mark.shared
+def test_cutoff_frame_btyd_outputs_are_finite_at_an_early_cutoff(cdnow) -> None:
+    con, tables, _, _ = cdnow
+    # At week 13 the unpenalised Pareto/NBD fit runs off along its (s, beta) ridge and
+    # lifetimes' P(alive) overflows for customers who bought on the last day.
+    frame = cutoff_frame(
+        con, tables, START + timedelta(weeks=13), CALIBRATION_END, models=COUNT_MODELS
+    )
+    columns = [
+        f"{m}_{o}"
+        for m in ("bgnbd", "pareto_nbd")
+        for o in ("p_alive", "expected_purchases", "p_buy_within")
+    ]
+    assert np.isfinite(frame[columns].to_numpy()).all()
+    assert (frame["pareto_nbd_p_alive"] <= 1.0).all()
+    # The window is 26 weeks long and the summary's customers are the ones who bought.
+    assert (frame["window_periods"] == 26.0).all() and len(frame) == 2_357
