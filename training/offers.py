@@ -25,6 +25,13 @@ could have been assigned. Early stopping uses the later ``valid`` exposures.
 and AUUC per offer (offer vs its channel's control), and the IPS value of the policy each
 scorer implies (per row: the offer with the largest positive uplift among those of the
 row's channel, or none), in purchases per exposure.
+
+The model's own policy is that argmax by default. ``policy="tree"`` instead learns a
+shallow policy tree per channel on cross-fitted doubly-robust scores (Athey & Wager 2021),
+its depth chosen by cross-validated DR value on the fitting rows; depth 0 is the best
+single offer, so the tree departs from it only where that pays out of sample. On
+Hillstrom (visits) the cross-validation keeps depth 0, "Mens e-mail to everyone": the
+e-mails' effects differ too little between customers for a split to pay there.
 """
 
 from __future__ import annotations
@@ -693,12 +700,12 @@ def evaluate(
 ) -> pd.DataFrame:
     """The model and its baselines on held-out exposures, one row per scorer.
 
-    Scorers: ``kizuna`` (the model's uplift policy), ``random`` (a uniform choice among
-    the row's available offers and no offer; random uplift scores), ``best_single_offer``
-    (on each channel, the offer with the best mean uplift on the *training* rows, to
-    everyone, or nothing if none was positive; a constant score, so no Qini) and, when
-    ``churn_risk`` is given, ``high_churn_risk`` (that offer to the top third by churn
-    risk, nothing to the others; churn risk as the uplift score).
+    Scorers: ``kizuna`` (the model's policy, :meth:`OfferModel.choose`), ``random`` (a
+    uniform choice among the row's available offers and no offer; random uplift scores),
+    ``best_single_offer`` (on each channel, the offer with the best mean uplift on the
+    *training* rows, to everyone, or nothing if none was positive; a constant score, so no
+    Qini) and, when ``churn_risk`` is given, ``high_churn_risk`` (that offer to the top
+    third by churn risk, nothing to the others; churn risk as the uplift score).
 
     Columns:
         qini_<offer>, auuc_<offer>: Qini coefficient and AUUC of the scorer's uplift for
