@@ -468,7 +468,8 @@ def _offers_table(start: date, end: date) -> pa.Table:
         "cost": [o.cost for o in OFFERS],
         "channel": [o.channel for o in OFFERS],
         "valid_from": [midnight(start)] * len(OFFERS),
-        "valid_to": [midnight(end)] * len(OFFERS),
+        # Open-ended: the catalogue stays valid after the simulated period (for serving).
+        "valid_to": [None] * len(OFFERS),
         "eligibility": [None] * len(OFFERS),
     }
     return pa.table(columns, schema=contract_schema(CONTRACTS["offers"]))

@@ -46,6 +46,13 @@ def _register_subcommands() -> None:
     app.command("train")(train_command)
     app.command("backtest")(backtest_command)
 
+    from kizuna.cli_serving import keys_app, lists_app, score_command, serve_command
+
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(lists_app, name="lists")
+    app.command("serve")(serve_command)
+    app.command("score")(score_command)
+
 
 @app.callback()
 def main(
@@ -358,6 +365,8 @@ def run(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     weeks: Annotated[int, typer.Option(min=1, help="Weekly feature snapshots to build.")] = 8,
     train: Annotated[bool, typer.Option(help="Train the four models.")] = True,
+    serve: Annotated[bool, typer.Option(help="End by serving the API on --port.")] = True,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the API.")] = 8000,
 ) -> None:
     """The main job on the embedded default: simulate, ingest, build features, train.
 
@@ -423,6 +432,33 @@ def run(
     truth = uplift_against_truth(offers.model, offers.test, summary.out / "ground_truth")
     print_evaluation("offers against the simulator's true uplift", truth)
     console.print(f"MLflow store: {settings.tracking_uri}", highlight=False)
+    if serve:
+        _serve_demo(settings, port)
+
+
+def _serve_demo(settings, port: int) -> None:
+    """Create a demo key, say how to call the API, and serve it until Ctrl-C."""
+    from kizuna.cli_serving import serve_command
+    from kizuna.serving.keys import KeyStore
+
+    console.rule("7. serve the API")
+    key = KeyStore(settings).create(
+        f"demo-{time.strftime('%Y%m%dT%H%M%S')}", ("score", "offers", "events", "lists")
+    )
+    url = f"http://127.0.0.1:{port}"
+    console.print(
+        f"API: {url}  (docs: {url}/docs)\n"
+        f"demo key (scopes score, offers, events, lists; shown once): {key}\n"
+        "try:\n"
+        f"  curl -s -X POST {url}/v1/scores -H 'Authorization: Bearer {key}' "
+        "-H 'Content-Type: application/json' -d '{\"customer_ids\": [\"C000001\"]}'\n"
+        f"  curl -s '{url}/v1/lists/at-risk?limit=5&format=csv' "
+        f"-H 'Authorization: Bearer {key}'\n"
+        "Ctrl-C stops it.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    serve_command(host="127.0.0.1", port=port, workers=1)
 
 
 _register_subcommands()

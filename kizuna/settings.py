@@ -50,6 +50,21 @@ class Settings(BaseSettings):
         description="MLflow tracking URI (e.g. postgresql://...); default: SQLite in `mlruns`.",
     )
     seed: int = Field(default=7, description="Seed of every model's training, logged with it.")
+    offer_margin_rate: float = Field(
+        default=0.3, ge=0, le=1, description="Margin on an incremental order's value."
+    )
+    contact_cost_email: float = Field(default=0.01, ge=0, description="Cost of one e-mail.")
+    contact_cost_sms: float = Field(default=0.05, ge=0, description="Cost of one SMS.")
+    contact_cost_push: float = Field(default=0.005, ge=0, description="Cost of one push.")
+    offer_exploration: float = Field(
+        default=0.05, ge=0, le=1, description="Share of decisions chosen at random (logged)."
+    )
+    contacts_per_week: int = Field(
+        default=2, ge=0, description="Most offers per customer and channel in 7 days."
+    )
+    offer_cooldown_days: int = Field(
+        default=14, ge=0, description="Days before the same offer goes to a customer again."
+    )
 
     @property
     def home_dir(self) -> Path:

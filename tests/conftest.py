@@ -28,3 +28,7 @@ def shared_data() -> Path:
             pytest.fail(f"KIZUNA_REQUIRE_SHARED=1 but {SHARED} is missing")
         pytest.skip(f"real datasets not found at {SHARED}; CI provides them")
     return SHARED
+
+
+# The simulated retailer shared by the model and serving tests (built once per session).
+from tests.world import sim_world  # noqa: E402, F401

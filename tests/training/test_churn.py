@@ -1,6 +1,6 @@
 """The churn model on a simulated holdout: better than RFM, calibrated, sensible in direction.
 
-Rows come from the shared simulated retailer (tests/training/conftest.py): Feast
+Rows come from the shared simulated retailer (tests/world.py): Feast
 point-in-time frames through churn_v1, labels after each cutoff, a time-ordered split.
 """
 

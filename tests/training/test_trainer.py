@@ -23,7 +23,7 @@ from kizuna.training.dataset import (
 )
 from kizuna.training.labels import LabelError, data_end, outcome_frame
 from kizuna.training.trainer import TrainConfig, TrainingData, restrict_tables
-from tests.training.conftest import VALUE_DAYS
+from tests.world import VALUE_DAYS
 
 DAY = timedelta(days=1)
 

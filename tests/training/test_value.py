@@ -10,7 +10,7 @@ import pytest
 from kizuna.training.base import MODEL_ROW
 from kizuna.training.dataset import time_split
 from kizuna.training.value import ValueModel, evaluate, last_period_spend
-from tests.training.conftest import VALUE_DAYS
+from tests.world import VALUE_DAYS
 
 
 def test_last_period_spend_scales_the_window_that_covers_the_label_window() -> None:

@@ -1,4 +1,4 @@
-"""One simulated retailer for all model tests, built once per session through the real path.
+"""One simulated retailer for the model and serving tests, built once per session.
 
 simulate → ingest → snapshots at every campaign send day (every 10 days) → Feast apply →
 point-in-time training frames through the FeatureServices → labels after each cutoff.

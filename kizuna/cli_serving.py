@@ -1,0 +1,163 @@
+"""``kizuna serve``, ``kizuna keys ...``, ``kizuna score`` and ``kizuna lists ...``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from kizuna.console import console, err, fail
+from kizuna.settings import get_settings
+
+keys_app = typer.Typer(help="Create and list API keys.", no_args_is_help=True)
+lists_app = typer.Typer(help="Print the marketer lists as CSV or JSON.", no_args_is_help=True)
+
+
+def serve_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the scoring API (uvicorn) with the champion models.
+
+    Example:
+
+        kizuna serve --port 8000
+    """
+    import uvicorn
+
+    uvicorn.run(
+        "kizuna.serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
+
+
+@keys_app.command("create")
+def create_key(
+    name: Annotated[str, typer.Option(help="Who or what uses the key, e.g. crm-sync.")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: score, offers, events, lists, admin.")
+    ] = "score",
+) -> None:
+    """Create an API key and print it once (only its hash is stored).
+
+    Example:
+
+        kizuna keys create --name crm-sync --scopes score,lists
+    """
+    from kizuna.serving.keys import KeyError_, KeyStore, parse_scopes
+
+    try:
+        key = KeyStore(get_settings()).create(name, parse_scopes(scopes))
+    except KeyError_ as exc:
+        fail(str(exc))
+    err.print(f"created key {name!r} with scopes {scopes}; it is shown only now:")
+    console.print(key, highlight=False)
+
+
+@keys_app.command("list")
+def list_keys() -> None:
+    """List the keys' names, scopes and creation times (never the keys).
+
+    Example:
+
+        kizuna keys list
+    """
+    from kizuna.serving.keys import KeyStore
+
+    for key in KeyStore(get_settings()).list():
+        console.print(f"{key.name}\t{','.join(key.scopes)}\t{key.created}", highlight=False)
+
+
+def _book():
+    from kizuna.serving.app import build_book
+    from kizuna.serving.scoring import ServingError
+
+    try:
+        return build_book(get_settings())
+    except ServingError as exc:
+        fail(str(exc))
+
+
+def _print(rows, fmt: str) -> None:
+    from kizuna.serving.lists import to_csv, to_records
+
+    if fmt == "csv":
+        sys.stdout.write(to_csv(rows))
+    else:
+        import json
+
+        sys.stdout.write(json.dumps(to_records(rows), indent=1) + "\n")
+
+
+@lists_app.command("at-risk")
+def at_risk_command(
+    min_churn: Annotated[float, typer.Option(min=0, max=1)] = 0.5,
+    min_value: Annotated[float, typer.Option(min=0)] = 0.0,
+    segment: Annotated[list[str] | None, typer.Option(help="RFM segment (repeatable).")] = None,
+    channel: Annotated[str | None, typer.Option(help="email, sms or push consent.")] = None,
+    not_contacted_days: Annotated[int | None, typer.Option(min=0)] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    format: Annotated[Literal["csv", "json"], typer.Option(help="csv or json.")] = "csv",
+) -> None:
+    """Customers at risk, most value at risk first (the same list as the API).
+
+    Example:
+
+        kizuna lists at-risk --min-churn 0.6 --channel email --format csv > at-risk.csv
+    """
+    from kizuna.serving.lists import ListFilter, at_risk
+
+    f = ListFilter(min_churn, min_value, tuple(segment or ()), channel, not_contacted_days, limit)
+    _print(at_risk(_book(), f), format)
+
+
+@lists_app.command("due-to-repurchase")
+def due_command(
+    due_within_days: Annotated[int, typer.Option(min=0)] = 14,
+    min_churn: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
+    min_value: Annotated[float, typer.Option(min=0)] = 0.0,
+    segment: Annotated[list[str] | None, typer.Option(help="RFM segment (repeatable).")] = None,
+    channel: Annotated[str | None, typer.Option(help="email, sms or push consent.")] = None,
+    not_contacted_days: Annotated[int | None, typer.Option(min=0)] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    format: Annotated[Literal["csv", "json"], typer.Option(help="csv or json.")] = "csv",
+) -> None:
+    """Customers expected to buy within N days (or overdue), soonest first.
+
+    Example:
+
+        kizuna lists due-to-repurchase --due-within-days 7 --format json
+    """
+    from kizuna.serving.lists import ListFilter, due_to_repurchase
+
+    f = ListFilter(min_churn, min_value, tuple(segment or ()), channel, not_contacted_days, limit)
+    _print(due_to_repurchase(_book(), f, due_within_days), format)
+
+
+def score_command(
+    out: Annotated[Path, typer.Option(help="Where to write: .parquet or .csv.")],
+) -> None:
+    """Score every customer with the champion models (for a nightly CRM sync).
+
+    Example:
+
+        kizuna score --out scores.parquet
+    """
+    if out.suffix not in (".parquet", ".csv"):
+        fail(f"--out {out} must end in .parquet or .csv")
+    book = _book()
+    table = book.table.drop(columns=["consent_profiling"]).copy()
+    table["reasons"] = ["; ".join(book.records[c].get("reasons", [])) for c in table["customer_id"]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        table.to_csv(out, index=False, float_format="%.6g")
+    else:
+        table.to_parquet(out, index=False)
+    console.print(f"wrote {len(table):,} customers to {out}", highlight=False)

@@ -1,0 +1,111 @@
+"""The FastAPI app a CRM integrates with: scores, lists, models, health and metrics.
+
+The lifespan loads the champion models from the MLflow registry and the online store's
+feature vectors, and scores every customer once (serving/scoring.py); requests read the
+finished records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import numpy as np
+from fastapi import FastAPI, Request
+
+from kizuna.serving import errors
+from kizuna.serving.decisions import DecisionLog, Policy, load_catalog
+from kizuna.serving.events import EventInbox, to_contract_frames
+from kizuna.serving.keys import KeyStore
+from kizuna.serving.metrics import CUSTOMERS_SCORED, LATENCY, MODEL_VERSION
+from kizuna.serving.routes import events, lists, meta, offers, scores
+from kizuna.serving.scoring import Champions, ScoreBook, known_customers, online_frame
+from kizuna.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def build_book(settings: Settings) -> ScoreBook:
+    """Load the champions and score every customer of the online store."""
+    champions = Champions.load(settings)
+    frame = online_frame(settings, known_customers(settings))
+    book = ScoreBook(champions, frame, datetime.now(UTC))
+    for name, version in champions.versions.items():
+        MODEL_VERSION.labels(model=name).set(float(version))
+    CUSTOMERS_SCORED.set(len(book))
+    return book
+
+
+def apply_events(settings: Settings, app: FastAPI, batch: list[dict]) -> None:
+    """Land a batch of events, push the touched customers' features, rescore them."""
+    from kizuna.features.realtime import push_updates
+
+    frames = to_contract_frames(batch)
+    now = datetime.now(UTC)
+    report = push_updates(
+        settings, orders=frames.get("orders"), events=frames.get("events"), as_of=now
+    )
+    book = app.state.book
+    if book is not None and report.customers:
+        book.update(online_frame(settings, report.customers), now)
+        CUSTOMERS_SCORED.set(len(book))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; ``settings`` default to the environment's (KIZUNA_*)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.keys = KeyStore(settings)
+        app.state.policy = Policy.from_settings(settings)
+        app.state.decisions = DecisionLog(settings.home_dir / "serving")
+        app.state.rng = np.random.default_rng()
+        app.state.catalog = {}
+        app.state.book = None
+        app.state.load_error = None
+        try:
+            app.state.catalog = load_catalog(settings)
+            app.state.book = build_book(settings)
+        except Exception as exc:  # readyz reports it; healthz stays up
+            log.exception("could not load the models and features")
+            app.state.load_error = f"{type(exc).__name__}: {exc}"
+        app.state.inbox = EventInbox(
+            settings.home_dir / "serving", lambda batch: apply_events(settings, app, batch)
+        )
+        try:
+            yield
+        finally:
+            app.state.inbox.close()
+
+    app = FastAPI(
+        title="Kizuna",
+        version="1",
+        summary="Churn risk, repurchase timing, customer value and next best offer.",
+        description=(
+            "Authenticate with an API key (`kizuna keys create --name NAME --scopes "
+            "score,lists`) sent as `Authorization: Bearer <key>` or `X-API-Key`. Errors "
+            "are `application/problem+json` and name the field that was wrong."
+        ),
+        lifespan=lifespan,
+    )
+    errors.install(app)
+
+    @app.middleware("http")
+    async def timing(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        LATENCY.labels(
+            route=getattr(route, "path", "unmatched"),
+            method=request.method,
+            status=str(response.status_code),
+        ).observe(time.perf_counter() - started)
+        return response
+
+    for router in (scores.router, offers.router, events.router, lists.router, meta.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,61 @@
+"""Dependencies shared by the routes: the score book, the key store, scope checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from kizuna.serving.errors import Problem
+from kizuna.serving.keys import ApiKey, KeyStore
+from kizuna.serving.scoring import ScoreBook
+
+
+def book(request: Request) -> ScoreBook:
+    """The current score book; 503 until the first one is built."""
+    current = getattr(request.app.state, "book", None)
+    if current is None:
+        raise Problem(503, "the models are loading; retry in a few seconds")
+    return current
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def require(scope: str) -> Callable[[Request], ApiKey]:
+    """A dependency that admits a request whose API key holds ``scope`` (or admin)."""
+
+    def check(request: Request) -> ApiKey:
+        presented = _presented_key(request)
+        if not presented:
+            raise Problem(
+                401,
+                "send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'; "
+                "create one with `kizuna keys create --name NAME --scopes "
+                f"{scope}`",
+            )
+        store: KeyStore = request.app.state.keys
+        key = store.find(presented)
+        if key is None:
+            raise Problem(401, "unknown API key; create one with `kizuna keys create`")
+        if not key.allows(scope):
+            raise Problem(
+                403,
+                f"the key {key.name!r} has scopes {', '.join(key.scopes)}; this route "
+                f"needs {scope!r}",
+                scope=scope,
+            )
+        return key
+
+    return check
+
+
+Book = Annotated[ScoreBook, Depends(book)]
+ScoreKey = Annotated[ApiKey, Depends(require("score"))]
+ListsKey = Annotated[ApiKey, Depends(require("lists"))]
+AdminKey = Annotated[ApiKey, Depends(require("admin"))]

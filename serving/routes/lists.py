@@ -1,0 +1,83 @@
+"""GET /v1/lists/at-risk and /v1/lists/due-to-repurchase: the lists marketers pull."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from kizuna.serving.deps import Book, ListsKey
+from kizuna.serving.lists import ListFilter, at_risk, due_to_repurchase, to_csv, to_records
+
+router = APIRouter(prefix="/v1/lists", tags=["lists"])
+
+Format = Literal["json", "csv"]
+
+
+def _answer(rows, fmt: Format, name: str):
+    if fmt == "csv":
+        return Response(
+            to_csv(rows),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    return {"count": len(rows), "customers": to_records(rows)}
+
+
+@router.get(
+    "/at-risk",
+    summary="Customers at risk, most value at risk first",
+    description="Customers by value at risk (churn probability times 12-month value), with "
+    "the reasons for each. CSV columns are documented in docs/serving.md.",
+)
+def at_risk_list(
+    book: Book,
+    _: ListsKey,
+    min_churn: float = Query(0.5, ge=0, le=1, description="Lowest churn probability."),
+    min_value: float = Query(0.0, ge=0, description="Lowest 12-month value."),
+    segment: list[str] | None = Query(None, description="RFM segment(s) to keep."),
+    channel: Literal["email", "sms", "push"] | None = Query(
+        None, description="Keep only customers who consent to this channel."
+    ),
+    not_contacted_days: int | None = Query(
+        None, ge=0, description="Keep customers sent no offer in this many days."
+    ),
+    limit: int = Query(100, ge=1, le=100_000, description="Most rows to return."),
+    format: Format = Query("json", description="json or csv."),
+):
+    rows = at_risk(
+        book,
+        ListFilter(min_churn, min_value, tuple(segment or ()), channel, not_contacted_days, limit),
+    )
+    return _answer(rows, format, "at-risk")
+
+
+@router.get(
+    "/due-to-repurchase",
+    summary="Customers due to buy again, soonest first",
+    description="Customers whose expected next purchase falls within `due_within_days` "
+    "(or is already past), soonest first.",
+)
+def due_list(
+    book: Book,
+    _: ListsKey,
+    due_within_days: int = Query(14, ge=0, description="Expected to buy within N days."),
+    min_churn: float = Query(0.0, ge=0, le=1, description="Lowest churn probability."),
+    min_value: float = Query(0.0, ge=0, description="Lowest 12-month value."),
+    segment: list[str] | None = Query(None, description="RFM segment(s) to keep."),
+    channel: Literal["email", "sms", "push"] | None = Query(
+        None, description="Keep only customers who consent to this channel."
+    ),
+    not_contacted_days: int | None = Query(
+        None, ge=0, description="Keep customers sent no offer in this many days."
+    ),
+    limit: int = Query(100, ge=1, le=100_000, description="Most rows to return."),
+    format: Format = Query("json", description="json or csv."),
+):
+    rows = due_to_repurchase(
+        book,
+        ListFilter(min_churn, min_value, tuple(segment or ()), channel, not_contacted_days, limit),
+        due_within_days,
+    )
+    return _answer(rows, format, "due-to-repurchase")

@@ -1,0 +1,46 @@
+"""GET /v1/models, /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from kizuna.serving.deps import Book, ScoreKey
+from kizuna.serving.errors import Problem
+from kizuna.serving.metrics import REGISTRY
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/v1/models", summary="The champion models being served")
+def models(book: Book, _: ScoreKey) -> dict[str, Any]:
+    return {
+        "models": {
+            name: {"registered_model": f"kizuna-{name}", "version": version, "alias": "champion"}
+            for name, version in book.champions.versions.items()
+        },
+        "customers": len(book),
+        "scored_at": book.built_at.isoformat(),
+    }
+
+
+@router.get("/healthz", summary="The process is up (no key needed)")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Models and features are loaded (no key needed)")
+def readyz(request: Request) -> dict[str, Any]:
+    book = getattr(request.app.state, "book", None)
+    if book is None:
+        error = getattr(request.app.state, "load_error", None)
+        raise Problem(503, error or "the models are loading; retry in a few seconds")
+    return {"status": "ready", "customers": len(book), "models": book.champions.versions}
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

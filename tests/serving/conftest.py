@@ -1,0 +1,100 @@
+"""A real Kizuna server: the simulated retailer, four trained champions, uvicorn on a port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from kizuna.features.store import apply, materialize
+from kizuna.serving.keys import SCOPES, KeyStore
+from kizuna.settings import Settings
+from kizuna.training.runs import train_and_register
+from kizuna.training.trainer import TrainConfig
+from tests.world import VALUE_DAYS
+
+
+@dataclass
+class Server:
+    url: str
+    settings: Settings
+    keys: dict[str, str]  # scope (or "all") -> key
+    process: subprocess.Popen
+
+    def client(self, scope: str | None = "all") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[scope]}"} if scope else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(settings: Settings, port: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "KIZUNA_HOME": str(settings.home_dir),
+        "KIZUNA_MLRUNS": str(settings.mlruns_dir),
+        # Deterministic decisions for the rule tests; exploration is unit-tested.
+        "KIZUNA_OFFER_EXPLORATION": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", "from kizuna.cli import app; app()", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_ready(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{process.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the server was not ready in time")
+
+
+@pytest.fixture(scope="session")
+def trained_home(sim_world, tmp_path_factory) -> Settings:
+    """A copy of the simulated retailer with its online store loaded and four champions."""
+    root = tmp_path_factory.mktemp("served")
+    shutil.copytree(sim_world.settings.home_dir, root / "home")
+    settings = sim_world.settings.model_copy(
+        update={"home": root / "home", "mlruns": root / "mlruns"}
+    )
+    apply(settings)
+    materialize(settings)
+    train_and_register(settings, config=TrainConfig(value_days=VALUE_DAYS, max_train_cutoffs=4))
+    return settings
+
+
+@pytest.fixture(scope="session")
+def server(trained_home) -> Server:
+    store = KeyStore(trained_home)
+    keys = {scope: store.create(f"test-{scope}", (scope,)) for scope in SCOPES}
+    keys["all"] = store.create("test-all", ("score", "lists", "offers", "events"))
+    port = free_port()
+    process = start(trained_home, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        yield Server(url, trained_home, keys, process)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -1,0 +1,212 @@
+"""The API against a real running server: happy paths, errors, scopes, lists."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from kizuna.serving.lists import COLUMNS
+from kizuna.training import registry
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def customers(server) -> pd.DataFrame:
+    with server.client("lists") as c:
+        rows = c.get("/v1/lists/at-risk", params={"min_churn": 0, "limit": 100000}).json()
+    return pd.DataFrame(rows["customers"])
+
+
+def test_health_and_readiness_need_no_key(server) -> None:
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{server.url}/readyz").json()
+    assert ready["status"] == "ready" and ready["customers"] > 1_000
+    assert set(ready["models"]) == {"churn", "repurchase", "value", "offers"}
+
+
+def test_scores_of_known_customers(server, customers) -> None:
+    ids = customers["customer_id"].head(3).tolist()
+    with server.client("score") as c:
+        response = c.post("/v1/scores", json={"customer_ids": ids})
+    assert response.status_code == 200
+    scores = response.json()["scores"]
+    assert [s["customer_id"] for s in scores] == ids
+    versions = {n: registry.champion_version(server.settings, n) for n in ["churn", "value"]}
+    for s in scores:
+        assert s["cold_start"] is False and s["scored"] is True
+        assert 0 <= s["churn"]["probability"] <= 1
+        assert s["churn"]["band"] in {"low", "medium", "high"}
+        p = [s["repurchase"][f"p_buy_{h}d"] for h in (7, 14, 30, 60, 90)]
+        assert p == sorted(p) and p[0] >= 0 and p[-1] <= 1
+        assert s["repurchase"]["expected_date"] >= s["features_as_of"][:10]
+        assert s["value_at_risk"] == pytest.approx(s["churn"]["probability"] * s["value_12m"])
+        assert s["reasons"] and all(isinstance(r, str) and r for r in s["reasons"])
+        assert s["model_versions"]["churn"] == versions["churn"]
+        assert s["model_versions"]["value"] == versions["value"]
+        assert s["feature_age_hours"] >= 0
+
+
+def test_the_riskiest_customer_has_a_recency_reason(server, customers) -> None:
+    riskiest = customers.sort_values("churn_probability").iloc[-1]["customer_id"]
+    with server.client("score") as c:
+        (record,) = c.post("/v1/scores", json={"customer_ids": [riskiest]}).json()["scores"]
+    assert record["churn"]["band"] == "high"
+    assert any("no order for" in r or "orders" in r for r in record["reasons"]), record
+
+
+def test_unknown_customer_gets_cold_start_scores(server) -> None:
+    with server.client("score") as c:
+        (record,) = c.post("/v1/scores", json={"customer_ids": ["never-seen"]}).json()["scores"]
+    assert record["cold_start"] is True and record["customer_id"] == "never-seen"
+    assert 0 <= record["churn"]["probability"] <= 1
+
+
+def test_profiling_opt_out_gets_no_scores(server, trained_home, sim_world) -> None:
+    customers = pd.read_parquet(sim_world.sim.out / "customers.parquet")
+    opted_out = customers.loc[customers["consent_profiling"] == False, "customer_id"]  # noqa: E712
+    assert len(opted_out) > 0
+    with server.client("score") as c:
+        scores = c.post("/v1/scores", json={"customer_ids": opted_out.head(5).tolist()})
+    for record in scores.json()["scores"]:
+        assert record["scored"] is False and "churn" not in record
+        assert "opted out of profiling" in record["reason"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"customer_ids": []}, 422, "customer_ids"),
+        ({"customers": ["a"]}, 422, "customer_ids"),
+        ({"customer_ids": "C1"}, 422, "customer_ids"),
+        ({"customer_ids": [f"C{i}" for i in range(1_001)]}, 413, "customer_ids"),
+    ],
+)
+def test_bad_score_requests_are_problems_naming_the_field(server, body, status, field) -> None:
+    with server.client("score") as c:
+        response = c.post("/v1/scores", json=body)
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["status"] == status and problem["field"] == field
+    assert problem["detail"]
+
+
+def test_malformed_json_is_a_422_problem(server) -> None:
+    with server.client("score") as c:
+        response = c.post(
+            "/v1/scores", content=b"{not json", headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 422 and response.headers["content-type"] == PROBLEM
+
+
+ROUTES = [
+    ("POST", "/v1/scores", {"customer_ids": ["C000001"]}, "score"),
+    ("GET", "/v1/lists/at-risk", None, "lists"),
+    ("GET", "/v1/lists/due-to-repurchase", None, "lists"),
+    ("GET", "/v1/models", None, "score"),
+    ("POST", "/v1/offers/next-best", {"customer_id": "C000001", "channel": "email"}, "offers"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "needs"), ROUTES)
+@pytest.mark.parametrize("scope", ["score", "offers", "events", "lists", "admin", None])
+def test_every_scope_on_every_route(server, method, path, body, needs, scope) -> None:
+    with server.client(scope) as c:
+        response = c.request(method, path, json=body)
+    if scope is None:
+        assert response.status_code == 401
+        assert "kizuna keys create" in response.json()["detail"]
+    elif scope in (needs, "admin"):
+        assert response.status_code == 200, response.text
+    else:
+        assert response.status_code == 403
+        assert response.json()["scope"] == needs
+
+
+def test_an_unknown_key_is_401(server) -> None:
+    response = httpx.get(f"{server.url}/v1/models", headers={"X-API-Key": "kz_wrong"})
+    assert response.status_code == 401 and response.headers["content-type"] == PROBLEM
+
+
+def test_at_risk_list_is_filtered_and_sorted_by_value_at_risk(server) -> None:
+    params = {"min_churn": 0.6, "channel": "email", "limit": 50}
+    with server.client("lists") as c:
+        body = c.get("/v1/lists/at-risk", params=params).json()
+    rows = pd.DataFrame(body["customers"])
+    assert 0 < len(rows) <= 50 and body["count"] == len(rows)
+    assert (rows["churn_probability"] >= 0.6).all()
+    assert rows["value_at_risk"].is_monotonic_decreasing
+    consent = pd.read_parquet(
+        server.settings.home_dir / "features" / "snapshots" / "customer_profile.parquet"
+    )
+    latest = consent[consent["event_timestamp"] == consent["event_timestamp"].max()]
+    emailable = set(latest.loc[latest["consent_email"] == True, "customer_id"])  # noqa: E712
+    assert set(rows["customer_id"]) <= emailable
+
+
+def test_segment_and_contact_filters(server, customers) -> None:
+    segment = customers["rfm_segment"].dropna().mode()[0]
+    with server.client("lists") as c:
+        rows = c.get(
+            "/v1/lists/at-risk",
+            params={"min_churn": 0, "segment": segment, "not_contacted_days": 30, "limit": 500},
+        ).json()["customers"]
+    assert rows and {r["rfm_segment"] for r in rows} == {segment}
+    assert all(
+        r["days_since_last_contact"] is None or r["days_since_last_contact"] >= 30 for r in rows
+    )
+
+
+def test_due_to_repurchase_is_soonest_first(server) -> None:
+    with server.client("lists") as c:
+        rows = c.get("/v1/lists/due-to-repurchase", params={"due_within_days": 30}).json()
+    dates = [r["expected_next_purchase_date"] for r in rows["customers"]]
+    assert dates and dates == sorted(dates)
+
+
+def test_csv_lists_parse_back_with_their_documented_columns(server) -> None:
+    with server.client("lists") as c:
+        response = c.get("/v1/lists/at-risk", params={"format": "csv", "min_churn": 0.3})
+        json_rows = c.get("/v1/lists/at-risk", params={"min_churn": 0.3}).json()["customers"]
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert list(rows[0]) == COLUMNS
+    assert [r["customer_id"] for r in rows] == [r["customer_id"] for r in json_rows]
+    np.testing.assert_allclose(
+        [float(r["value_at_risk"]) for r in rows],
+        [r["value_at_risk"] for r in json_rows],
+        rtol=1e-5,
+    )
+    assert rows[0]["reasons"] == "; ".join(json_rows[0]["reasons"])
+
+
+def test_models_and_metrics(server) -> None:
+    with server.client("score") as c:
+        models = c.get("/v1/models").json()["models"]
+        c.post("/v1/scores", json={"customer_ids": ["C000001", "C000002"]})
+    for name in ["churn", "repurchase", "value", "offers"]:
+        assert models[name]["version"] == registry.champion_version(server.settings, name)
+    text = httpx.get(f"{server.url}/metrics").text
+    buckets = [line for line in text.splitlines() if line.startswith("kizuna_request_seconds_b")]
+    assert any('method="POST",route="/v1/scores",status="200"' in line for line in buckets)
+    served = [line for line in text.splitlines() if line.startswith("kizuna_scores_served_total")]
+    assert served and float(served[0].split()[-1]) >= 2
+    assert 'kizuna_model_version{model="churn"}' in text
+
+
+def test_openapi_documents_every_route_with_examples(server) -> None:
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    paths = schema["paths"]
+    for path in ["/v1/scores", "/v1/lists/at-risk", "/v1/lists/due-to-repurchase", "/v1/models"]:
+        assert path in paths
+    request = schema["components"]["schemas"]["ScoresRequest"]
+    assert request["examples"] == [{"customer_ids": ["C000001", "C000002"]}]
+    from openapi_spec_validator import validate
+
+    validate(schema)
