@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     contacts_per_week: int = Field(
         default=2, ge=0, description="Most offers per customer and channel in 7 days."
     )
+    model_poll_seconds: float = Field(
+        default=30, gt=0, description="How often the API checks the registry for new champions."
+    )
     offer_cooldown_days: int = Field(
         default=14, ge=0, description="Days before the same offer goes to a customer again."
     )

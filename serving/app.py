@@ -8,6 +8,7 @@ finished records.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +55,31 @@ def apply_events(settings: Settings, app: FastAPI, batch: list[dict]) -> None:
         CUSTOMERS_SCORED.set(len(book))
 
 
+def champion_versions(settings: Settings) -> dict[str, str | None]:
+    from kizuna.training.registry import champion_version
+    from kizuna.training.trainer import MODEL_NAMES
+
+    return {name: champion_version(settings, name) for name in MODEL_NAMES}
+
+
+def watch_champions(settings: Settings, app: FastAPI, stop: threading.Event) -> None:
+    """Poll the registry; when a champion alias moves, build a new book beside the old one
+    and swap it in. Requests in flight keep the book they started with, so none fails."""
+    while not stop.wait(settings.model_poll_seconds):
+        book = app.state.book
+        try:
+            current = champion_versions(settings)
+            if book is not None and current == book.champions.versions:
+                continue
+            if None in current.values():
+                continue
+            log.info("new champions %s; rebuilding the score book", current)
+            app.state.book = build_book(settings)
+            app.state.load_error = None
+        except Exception:  # keep serving the old book; try again at the next poll
+            log.exception("could not load the new champions; still serving the old ones")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; ``settings`` default to the environment's (KIZUNA_*)."""
     settings = settings or get_settings()
@@ -76,9 +102,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.inbox = EventInbox(
             settings.home_dir / "serving", lambda batch: apply_events(settings, app, batch)
         )
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=watch_champions, args=(settings, app, stop), name="kizuna-champions", daemon=True
+        )
+        watcher.start()
         try:
             yield
         finally:
+            stop.set()
             app.state.inbox.close()
 
     app = FastAPI(

@@ -46,6 +46,7 @@ def start(settings: Settings, port: int) -> subprocess.Popen:
         "KIZUNA_MLRUNS": str(settings.mlruns_dir),
         # Deterministic decisions for the rule tests; exploration is unit-tested.
         "KIZUNA_OFFER_EXPLORATION": "0",
+        "KIZUNA_MODEL_POLL_SECONDS": "1",
     }
     return subprocess.Popen(
         [sys.executable, "-c", "from kizuna.cli import app; app()", "serve", "--port", str(port)],
