@@ -370,9 +370,9 @@ def run(
 ) -> None:
     """The main job on the embedded default: simulate, ingest, build features, train.
 
-    Simulates four years of a retailer, ingests it into the lake, builds training
-    snapshots every eight weeks and weekly ones for the latest weeks, registers them with
-    Feast, loads the latest into the online store, then trains the churn, repurchase,
+    Simulates the last four years of a retailer (up to yesterday), ingests it into the
+    lake, builds training snapshots every eight weeks and weekly ones for the latest
+    weeks, registers them with Feast, loads the latest into the online store, then trains the churn, repurchase,
     value and offer models, printing each evaluation next to its baselines.
 
     Example:
@@ -388,7 +388,8 @@ def run(
     from kizuna.features.store import apply, materialize
 
     settings = get_settings()
-    start = date(2022, 1, 1)
+    # The simulated history ends yesterday, so "now" in the API is right after the data.
+    start = date.today() - timedelta(days=days)
     console.rule("1. simulate a retailer")
     summary = _simulate(customers, days, seed, start.isoformat(), None)
     _print_simulation(summary)

@@ -23,7 +23,7 @@ from kizuna.serving.events import EventInbox, to_contract_frames
 from kizuna.serving.keys import KeyStore
 from kizuna.serving.metrics import CUSTOMERS_SCORED, LATENCY, MODEL_VERSION
 from kizuna.serving.routes import events, lists, meta, offers, scores
-from kizuna.serving.scoring import Champions, ScoreBook, known_customers, online_frame
+from kizuna.serving.scoring import Champions, ScoreBook, latest_vectors, online_frame
 from kizuna.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def build_book(settings: Settings) -> ScoreBook:
     """Load the champions and score every customer of the online store."""
     champions = Champions.load(settings)
-    frame = online_frame(settings, known_customers(settings))
+    frame = latest_vectors(settings)
     book = ScoreBook(champions, frame, datetime.now(UTC))
     for name, version in champions.versions.items():
         MODEL_VERSION.labels(model=name).set(float(version))
