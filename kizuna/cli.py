@@ -372,8 +372,9 @@ def run(
 
     Simulates the last four years of a retailer (up to yesterday), ingests it into the
     lake, builds training snapshots every eight weeks and weekly ones for the latest
-    weeks, registers them with Feast, loads the latest into the online store, then trains the churn, repurchase,
-    value and offer models, printing each evaluation next to its baselines.
+    weeks, registers them with Feast, loads the latest into the online store, then
+    trains the churn, repurchase, value and offer models, printing each evaluation next
+    to its baselines.
 
     Example:
 
