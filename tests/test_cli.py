@@ -27,6 +27,12 @@ COMMANDS = [
     "models promote",
     "models rollback",
     "backtest",
+    "serve",
+    "score",
+    "keys create",
+    "keys list",
+    "lists at-risk",
+    "lists due-to-repurchase",
 ]
 
 
@@ -97,3 +103,21 @@ def test_model_commands_say_what_to_do(tmp_path: Path) -> None:
     result = kizuna("backtest", "--cutoff", "June", home=home)
     assert result.returncode == 2
     assert "--cutoff 'June' is not a date; write YYYY-MM-DD" in result.stderr
+
+
+def test_serving_commands_say_what_to_do(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = kizuna("keys", "create", "--name", "crm", "--scopes", "score,teleport", home=home)
+    assert result.returncode == 2
+    assert "unknown scope(s) teleport; choose from score, offers" in result.stderr
+    created = kizuna("keys", "create", "--name", "crm", "--scopes", "score,lists", home=home)
+    assert created.returncode == 0 and created.stdout.strip().startswith("kz_")
+    assert created.stdout.strip() not in (home / "serving" / "keys.json").read_text()
+    again = kizuna("keys", "create", "--name", "crm", home=home)
+    assert again.returncode == 2 and "a key named 'crm' exists" in again.stderr
+    listed = kizuna("keys", "list", home=home)
+    assert listed.stdout.split()[:2] == ["crm", "score,lists"]
+    result = kizuna("score", "--out", str(tmp_path / "x.txt"), home=home)
+    assert result.returncode == 2 and "must end in .parquet or .csv" in result.stderr
+    result = kizuna("lists", "at-risk", home=home)
+    assert result.returncode == 2 and "kizuna train all" in result.stderr
