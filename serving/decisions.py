@@ -331,3 +331,54 @@ def decide(
     )
     log.record(decision)
     return decision
+
+
+def best_offers(
+    table: pd.DataFrame, catalog: dict[str, Offer], policy: Policy, at: datetime
+) -> pd.DataFrame:
+    """Each customer's best offer over every consented channel, for the nightly file.
+
+    The same valuation as :func:`decide`, vectorized over a score table
+    (kizuna.serving.scoring.score_frame): validity, eligibility and consent apply;
+    contact caps, cooldowns and budgets, which depend on the moment of contact, do not.
+    Columns ``best_offer_id`` (None when no offer adds value), ``best_offer_channel`` and
+    ``best_offer_expected_profit``.
+    """
+    n = len(table)
+    best_profit = np.zeros(n)
+    best_offer = np.full(n, None, dtype=object)
+    best_channel = np.full(n, None, dtype=object)
+    order_value = table["profile_avg_order_value"].astype(float)
+    order_value = order_value.fillna(order_value.mean()).to_numpy()
+    margin = order_value * policy.margin_rate
+    profiling = table["consent_profiling"].astype("boolean").fillna(True).to_numpy(dtype=bool)
+    for offer in catalog.values():
+        column = f"uplift_{offer.offer_id}"
+        if column not in table or not offer.valid_at(at):
+            continue
+        uplift = table[column].to_numpy(dtype=float)
+        p_redeem = table[f"p_buy_{offer.offer_id}"].to_numpy(dtype=float)
+        discount = np.array([offer.discount(v) for v in order_value])
+        profit = (
+            uplift * margin
+            - p_redeem * (offer.cost + discount)
+            - policy.contact_cost.get(offer.channel, 0.0)
+        )
+        consent = table[f"consent_{offer.channel}"].astype("boolean").fillna(False)
+        allowed = consent.to_numpy(dtype=bool) & profiling
+        if offer.eligibility:
+            profiles = table[[c for c in table.columns if c.startswith("profile_")]]
+            profiles = profiles.rename(columns=lambda c: c.removeprefix("profile_"))
+            allowed &= np.array([eligible(offer, p) is None for p in profiles.to_dict("records")])
+        better = allowed & (profit > best_profit)
+        best_profit = np.where(better, profit, best_profit)
+        best_offer = np.where(better, offer.offer_id, best_offer)
+        best_channel = np.where(better, offer.channel, best_channel)
+    return pd.DataFrame(
+        {
+            "best_offer_id": best_offer,
+            "best_offer_channel": best_channel,
+            "best_offer_expected_profit": np.where(best_offer == None, np.nan, best_profit),  # noqa: E711
+        },
+        index=table.index,
+    )

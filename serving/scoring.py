@@ -99,6 +99,46 @@ def _new_customer(features: list[str], now: datetime) -> pd.DataFrame:
     return frame
 
 
+def score_frame(models: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
+    """Every model's outputs for every row of ``frame`` (one customer each), vectorized:
+    the columns of the score book and of ``kizuna score``'s file."""
+    churn = models["churn"].predict(frame)
+    timing = models["repurchase"].predict(frame)
+    value = models["value"].predict(frame)
+    out = pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"].astype(str),
+            "features_at": pd.to_datetime(frame["event_timestamp"], utc=True),
+            "churn_probability": churn["churn_probability"].to_numpy(),
+            "risk_band": churn["risk_band"].to_numpy(),
+            "value_12m": value["predicted_value"].to_numpy(),
+            "rfm_segment": frame["rfm_segment"].to_numpy(),
+            "consent_profiling": frame["consent_profiling"].to_numpy(),
+        }
+    )
+    for column in timing.columns:
+        out[column] = timing[column].to_numpy()
+    out["value_at_risk"] = out["churn_probability"] * out["value_12m"]
+    expected = pd.to_timedelta(out["expected_days_to_next_purchase"], unit="D")
+    out["expected_next_purchase_at"] = out["features_at"] + expected
+    for channel in ("email", "sms", "push"):
+        out[f"consent_{channel}"] = frame[f"consent_{channel}"].to_numpy()
+    out["days_since_last_contact"] = frame["days_since_last_contact"].to_numpy()
+    offers = models["offers"]
+    for channel in ("email", "sms", "push"):
+        mine = [o for o in offers.offers_ if offers.offer_channels_.get(o) == channel]
+        if not mine:
+            continue
+        predicted = offers.predict(frame.assign(channel=channel))
+        out[f"p_buy_control_{channel}"] = predicted["p_buy_control"].to_numpy()
+        for offer in mine:
+            out[f"uplift_{offer}"] = predicted[f"uplift_{offer}"].to_numpy()
+            out[f"p_buy_{offer}"] = predicted[f"p_buy_{offer}"].to_numpy()
+    for column in PROFILE:
+        out[f"profile_{column}"] = frame[column].to_numpy()
+    return out
+
+
 class ScoreBook:
     """Scores of every customer in ``features``, ready to serve.
 
@@ -129,43 +169,9 @@ class ScoreBook:
         log.info("scored %d customers in %.2f s", len(self.records), self.seconds)
 
     def _score(self, frame: pd.DataFrame) -> pd.DataFrame:
-        models = self.champions.models
-        churn = models["churn"].predict(frame)
-        timing = models["repurchase"].predict(frame)
-        value = models["value"].predict(frame)
-        out = pd.DataFrame(
-            {
-                "customer_id": frame["customer_id"].astype(str),
-                "features_at": pd.to_datetime(frame["event_timestamp"], utc=True),
-                "churn_probability": churn["churn_probability"].to_numpy(),
-                "risk_band": churn["risk_band"].to_numpy(),
-                "value_12m": value["predicted_value"].to_numpy(),
-                "rfm_segment": frame["rfm_segment"].to_numpy(),
-                "consent_profiling": frame["consent_profiling"].to_numpy(),
-            }
-        )
-        for column in timing.columns:
-            out[column] = timing[column].to_numpy()
-        out["value_at_risk"] = out["churn_probability"] * out["value_12m"]
-        expected = pd.to_timedelta(out["expected_days_to_next_purchase"], unit="D")
-        out["expected_next_purchase_at"] = out["features_at"] + expected
-        for channel in ("email", "sms", "push"):
-            out[f"consent_{channel}"] = frame[f"consent_{channel}"].to_numpy()
-        out["days_since_last_contact"] = frame["days_since_last_contact"].to_numpy()
-        offers = models["offers"]
-        for channel in ("email", "sms", "push"):
-            mine = [o for o in offers.offers_ if offers.offer_channels_.get(o) == channel]
-            if not mine:
-                continue
-            predicted = offers.predict(frame.assign(channel=channel))
-            out[f"p_buy_control_{channel}"] = predicted["p_buy_control"].to_numpy()
-            for offer in mine:
-                out[f"uplift_{offer}"] = predicted[f"uplift_{offer}"].to_numpy()
-                out[f"p_buy_{offer}"] = predicted[f"p_buy_{offer}"].to_numpy()
-        for column in PROFILE:
-            out[f"profile_{column}"] = frame[column].to_numpy()
-        self._contributions = models["churn"].contributions(frame)
-        return out
+        table = score_frame(self.champions.models, frame)
+        self._contributions = self.champions.models["churn"].contributions(frame)
+        return table
 
     def _rows(self, frame: pd.DataFrame, table: pd.DataFrame | None = None):
         """(feature row, score row, reasons) per customer, without per-row pandas work."""
