@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from kizuna.serving import errors
 from kizuna.serving.decisions import DecisionLog, Policy, load_catalog
@@ -53,6 +53,36 @@ def apply_events(settings: Settings, app: FastAPI, batch: list[dict]) -> None:
     if book is not None and report.customers:
         book.update(online_frame(settings, report.customers), now)
         CUSTOMERS_SCORED.set(len(book))
+
+
+class TimingMiddleware:
+    """Request latency per route into Prometheus, as plain ASGI (no extra task or stream
+    per request, unlike an ``http`` middleware)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_status(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            LATENCY.labels(
+                route=getattr(route, "path", "unmatched"),
+                method=scope["method"],
+                status=str(status["code"]),
+            ).observe(time.perf_counter() - started)
 
 
 def champion_versions(settings: Settings) -> dict[str, str | None]:
@@ -126,17 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
 
-    @app.middleware("http")
-    async def timing(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        LATENCY.labels(
-            route=getattr(route, "path", "unmatched"),
-            method=request.method,
-            status=str(response.status_code),
-        ).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(TimingMiddleware)
 
     for router in (scores.router, offers.router, events.router, lists.router, meta.router):
         app.include_router(router)

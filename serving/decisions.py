@@ -230,7 +230,9 @@ def candidates(
             why_not = "not valid now"
         elif (rule := eligible(offer, profile)) is not None:
             why_not = f"not eligible: {rule}"
-        elif any(o == offer.offer_id and at - t < cooldown for t, _, o in contacts):
+        elif any(
+            o == offer.offer_id and timedelta(0) <= at - t < cooldown for t, _, o in contacts
+        ):
             why_not = f"cooldown: sent within {policy.cooldown_days} days"
         elif budget is not None and cost > budget:
             why_not = f"over budget: expected cost {cost:.2f} > {budget:.2f}"
@@ -274,7 +276,7 @@ def decide(
         blocked = f"no consent for {channel}"
     else:
         week = [t for t, ch, _ in log.contacts(customer_id) if ch == channel]
-        recent = [t for t in week if at - t < timedelta(days=7)]
+        recent = [t for t in week if timedelta(0) <= at - t < timedelta(days=7)]
         if len(recent) >= policy.contacts_per_week:
             blocked = f"contact cap: {len(recent)} offers on {channel} in the last 7 days"
         else:

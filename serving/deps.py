@@ -12,7 +12,7 @@ from kizuna.serving.keys import ApiKey, KeyStore
 from kizuna.serving.scoring import ScoreBook
 
 
-def book(request: Request) -> ScoreBook:
+async def book(request: Request) -> ScoreBook:
     """The current score book; 503 until the first one is built."""
     current = getattr(request.app.state, "book", None)
     if current is None:
@@ -30,7 +30,7 @@ def _presented_key(request: Request) -> str | None:
 def require(scope: str) -> Callable[[Request], ApiKey]:
     """A dependency that admits a request whose API key holds ``scope`` (or admin)."""
 
-    def check(request: Request) -> ApiKey:
+    async def check(request: Request) -> ApiKey:
         presented = _presented_key(request)
         if not presented:
             raise Problem(

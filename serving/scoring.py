@@ -9,6 +9,7 @@ does not know gets the models' scores of a brand-new customer, marked ``cold_sta
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -162,6 +163,7 @@ class ScoreBook:
         cold_table = self._score(cold)
         self.cold_start = self._record(next(self._rows(cold, cold_table)))
         self.cold_start["cold_start"] = True
+        self._json: dict[str, bytes] = {}
         self._cold_offer = self._offer_row(cold_table, 0)
         self._index = {c: i for i, c in enumerate(self.table["customer_id"])}
         self.mean_order_value = float(np.nanmean(self.table["profile_avg_order_value"]))
@@ -236,6 +238,8 @@ class ScoreBook:
         # Readers see the old or the new table and index, never a half-built one.
         self.table, self._index = merged, index
         self.records.update(records)
+        for customer_id in records:
+            self._json.pop(customer_id, None)
 
     def _offer_row(self, table: pd.DataFrame, i: int) -> tuple[dict, dict]:
         row = table.iloc[i]
@@ -254,6 +258,15 @@ class ScoreBook:
         outputs, profile = self._cold_offer if i is None else self._offer_row(self.table, i)
         outputs = {**outputs, "mean_order_value": self.mean_order_value}
         return outputs, profile
+
+    def score_json(self, customer_id: str) -> bytes:
+        """:meth:`score` as JSON bytes, serialized once per record and cached."""
+        cached = self._json.get(customer_id)
+        if cached is None:
+            cached = json.dumps(self.score(customer_id), separators=(",", ":")).encode()
+            if customer_id in self.records:
+                self._json[customer_id] = cached
+        return cached
 
     def score(self, customer_id: str) -> dict[str, Any]:
         """The record of one customer; the cold-start record when unknown."""

@@ -6,6 +6,9 @@ point-in-time training frames through the FeatureServices → labels after each 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -97,4 +100,20 @@ def sim_world(tmp_path_factory: pytest.TempPathFactory) -> SimWorld:
         horizon=default_churn_horizon(con, tables),
         cutoffs=cutoffs,
         end=data_end(con, tables),
+    )
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:
+    """`kizuna ARGS` in a fresh process with ``settings``' home and MLflow store."""
+    env = {
+        **os.environ,
+        "KIZUNA_HOME": str(settings.home_dir),
+        "KIZUNA_MLRUNS": str(settings.mlruns_dir),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "from kizuna.cli import app; app()", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )

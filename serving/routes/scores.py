@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from kizuna.serving.deps import Book, ScoreKey
@@ -47,7 +48,7 @@ class ScoresResponse(BaseModel):
     ),
     responses={413: {"description": f"more than {MAX_BATCH:,} customers in one request"}},
 )
-def score(book: Book, _: ScoreKey, body: ScoresRequest = Body()) -> dict[str, Any]:
+async def score(book: Book, _: ScoreKey, body: ScoresRequest = Body()) -> Response:
     if len(body.customer_ids) > MAX_BATCH:
         raise Problem(
             413,
@@ -55,6 +56,7 @@ def score(book: Book, _: ScoreKey, body: ScoresRequest = Body()) -> dict[str, An
             f"{MAX_BATCH:,} per request, or use `kizuna score` for everyone",
             field="customer_ids",
         )
-    records = [book.score(c) for c in body.customer_ids]
-    SCORES_SERVED.inc(len(records))
-    return {"scores": records}
+    # Records are serialized once and reused: the hot path is a dict read and a join.
+    parts = [book.score_json(c) for c in body.customer_ids]
+    SCORES_SERVED.inc(len(parts))
+    return Response(b'{"scores":[' + b",".join(parts) + b"]}", media_type="application/json")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import numpy as np
@@ -15,26 +12,12 @@ import pandas as pd
 from kizuna.serving.decisions import Offer, Policy, best_offers
 from kizuna.serving.lists import COLUMNS
 from kizuna.serving.scoring import latest_vectors
-
-
-def kizuna(settings, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "KIZUNA_HOME": str(settings.home_dir),
-        "KIZUNA_MLRUNS": str(settings.mlruns_dir),
-    }
-    return subprocess.run(
-        [sys.executable, "-c", "from kizuna.cli import app; app()", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+from tests.world import run_cli
 
 
 def test_score_writes_every_customer_with_a_best_offer(trained_home, tmp_path) -> None:
     out = tmp_path / "scores.parquet"
-    result = kizuna(trained_home, "score", "--out", str(out), "--chunk", "1000")
+    result = run_cli(trained_home, "score", "--out", str(out), "--chunk", "1000")
     assert result.returncode == 0, result.stderr
     assert "customers/s" not in result.stdout and "/s)" in result.stderr  # progress lines
     table = pd.read_parquet(out)
@@ -49,7 +32,7 @@ def test_score_writes_every_customer_with_a_best_offer(trained_home, tmp_path) -
 
 
 def test_lists_from_the_command_line_match_the_documented_columns(trained_home) -> None:
-    result = kizuna(trained_home, "lists", "at-risk", "--min-churn", "0.5", "--limit", "20")
+    result = run_cli(trained_home, "lists", "at-risk", "--min-churn", "0.5", "--limit", "20")
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert 0 < len(rows) <= 20 and list(rows[0]) == COLUMNS

@@ -53,7 +53,10 @@ def fitted(sim_world):
 @pytest.fixture(scope="module")
 def fitted_tree(fitted, sim_world):
     _, train, valid, _ = fitted
-    return OfferModel(policy="tree").fit(train, valid, sim_world.features("offers_v1"))
+    # Three CV folds keep the test quick; the benchmark uses the default five.
+    return OfferModel(policy="tree", policy_folds=3).fit(
+        train, valid, sim_world.features("offers_v1")
+    )
 
 
 def test_parts_are_time_ordered_and_windows_apart(fitted) -> None:
@@ -155,7 +158,7 @@ def test_policy_tree_keeps_the_uplift_and_ties_the_best_single_offer(fitted, fit
         test["propensity"],
     )
     assert gap.value == pytest.approx(table.loc[MODEL_ROW, "policy_value"] - best)
-    # Measured: 0.161 (tree: email depth 0, push and sms depth 2) against 0.164; paired
+    # Measured with five folds: 0.161 (email depth 0, push and sms depth 2) against 0.164; paired
     # difference -0.0031 ± 0.0026, no better than the argmax policy (-0.0030 ± 0.0039).
     assert gap.value > -2 * gap.standard_error, (gap, table)
     assert table.loc[MODEL_ROW, "policy_value"] > table.loc["random", "policy_value"] + 0.01

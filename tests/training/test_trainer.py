@@ -3,10 +3,7 @@ backtest, and the backtest's files, on the shared simulated retailer."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -23,7 +20,7 @@ from kizuna.training.dataset import (
 )
 from kizuna.training.labels import LabelError, data_end, outcome_frame
 from kizuna.training.trainer import TrainConfig, TrainingData, restrict_tables
-from tests.world import VALUE_DAYS
+from tests.world import VALUE_DAYS, run_cli
 
 DAY = timedelta(days=1)
 
@@ -120,36 +117,21 @@ def test_backtest_training_used_only_data_before_the_cutoff(backtested) -> None:
         assert max(split.test) + timedelta(days=split.label_days) <= cutoff
 
 
-def kizuna(settings, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "KIZUNA_HOME": str(settings.home_dir),
-        "KIZUNA_MLRUNS": str(settings.mlruns_dir),
-    }
-    return subprocess.run(
-        [sys.executable, "-c", "from kizuna.cli import app; app()", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 def test_train_and_models_commands_end_to_end(backtested) -> None:
     settings, _, _ = backtested
-    first = kizuna(settings, "train", "churn", "--max-train-cutoffs", "4")
+    first = run_cli(settings, "train", "churn", "--max-train-cutoffs", "4")
     assert first.returncode == 0, first.stderr
     assert "churn: held-out evaluation" in first.stdout
     for scorer in ("kizuna", "rfm", "bgnbd", "bgnbd_p_alive"):
         assert f"│ {scorer} " in first.stdout
     assert "kizuna-churn v1 → champion: first version" in first.stdout
     assert "churn: fitting on" in first.stderr  # progress lines
-    again = kizuna(settings, "train", "churn", "--max-train-cutoffs", "4")
+    again = run_cli(settings, "train", "churn", "--max-train-cutoffs", "4")
     assert again.returncode == 0, again.stderr
     assert "kizuna-churn v2 → challenger: auc" in again.stdout
     assert "does not beat champion v1" in again.stdout
-    listed = kizuna(settings, "models", "list", "--model", "churn")
+    listed = run_cli(settings, "models", "list", "--model", "churn")
     assert "champion" in listed.stdout and "challenger" in listed.stdout
-    assert kizuna(settings, "models", "promote", "churn", "2").returncode == 0
-    rolled = kizuna(settings, "models", "rollback", "churn")
+    assert run_cli(settings, "models", "promote", "churn", "2").returncode == 0
+    rolled = run_cli(settings, "models", "rollback", "churn")
     assert rolled.returncode == 0 and "kizuna-churn v1 is champion again" in rolled.stdout
