@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from kizuna.features.presets.hillstrom import COVARIATES
 from kizuna.training.evaluate import ips_policy_value
 from kizuna.training.offers import NO_OFFER, OfferModel, evaluate, policy_difference
 
@@ -39,16 +40,8 @@ DATA = (
     / "shared/data/hillstrom"
     / "Kevin_Hillstrom_MineThatData_E-MailAnalytics_DataMiningChallenge_2008.03.20.csv.gz"
 )
-FEATURES = [
-    "recency",
-    "history_segment",
-    "history",
-    "mens",
-    "womens",
-    "zip_code",
-    "newbie",
-    "channel",
-]
+# The file's covariates, as the hillstrom preset keeps them.
+FEATURES = list(COVARIATES)
 ARMS = {"Mens E-Mail": "mens_email", "Womens E-Mail": "womens_email", "No E-Mail": None}
 SEED = 7
 

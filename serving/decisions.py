@@ -230,9 +230,7 @@ def candidates(
             why_not = "not valid now"
         elif (rule := eligible(offer, profile)) is not None:
             why_not = f"not eligible: {rule}"
-        elif any(
-            o == offer.offer_id and timedelta(0) <= at - t < cooldown for t, _, o in contacts
-        ):
+        elif any(o == offer.offer_id and timedelta(0) <= at - t < cooldown for t, _, o in contacts):
             why_not = f"cooldown: sent within {policy.cooldown_days} days"
         elif budget is not None and cost > budget:
             why_not = f"over budget: expected cost {cost:.2f} > {budget:.2f}"

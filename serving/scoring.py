@@ -164,8 +164,8 @@ class ScoreBook:
         self.cold_start = self._record(next(self._rows(cold, cold_table)))
         self.cold_start["cold_start"] = True
         self._json: dict[str, bytes] = {}
-        self._cold_offer = self._offer_row(cold_table, 0)
-        self._index = {c: i for i, c in enumerate(self.table["customer_id"])}
+        self._cold_offer = self._offer_row(self._offer_columns(cold_table), 0)
+        self._lookup = self._lookup_of(self.table)
         self.mean_order_value = float(np.nanmean(self.table["profile_avg_order_value"]))
         self.seconds = time.perf_counter() - started
         log.info("scored %d customers in %.2f s", len(self.records), self.seconds)
@@ -234,28 +234,41 @@ class ScoreBook:
         }
         kept = self.table[~self.table["customer_id"].isin(set(table["customer_id"]))]
         merged = pd.concat([kept, table], ignore_index=True)
-        index = {c: i for i, c in enumerate(merged["customer_id"])}
-        # Readers see the old or the new table and index, never a half-built one.
-        self.table, self._index = merged, index
+        lookup = self._lookup_of(merged)
+        # Readers see the old or the new table and lookup, never a half-built one.
+        self.table, self._lookup = merged, lookup
         self.records.update(records)
         for customer_id in records:
             self._json.pop(customer_id, None)
 
-    def _offer_row(self, table: pd.DataFrame, i: int) -> tuple[dict, dict]:
-        row = table.iloc[i]
-        outputs = {c: _clean(row[c]) for c in table.columns if c.startswith(("uplift_", "p_buy_"))}
-        profile = {
-            c.removeprefix("profile_"): _clean(row[c])
-            for c in table.columns
-            if c.startswith("profile_")
-        }
+    @staticmethod
+    def _offer_columns(table: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The offer model's outputs and the rule inputs as arrays, read per decision."""
+        prefixes = ("uplift_", "p_buy_", "profile_")
+        return {c: table[c].to_numpy() for c in table.columns if c.startswith(prefixes)}
+
+    @classmethod
+    def _lookup_of(cls, table: pd.DataFrame) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+        """Customer -> row, and the offer columns: one value, so the two always match."""
+        index = {c: i for i, c in enumerate(table["customer_id"])}
+        return index, cls._offer_columns(table)
+
+    @staticmethod
+    def _offer_row(columns: dict[str, np.ndarray], i: int) -> tuple[dict, dict]:
+        outputs, profile = {}, {}
+        for name, values in columns.items():
+            if name.startswith("profile_"):
+                profile[name.removeprefix("profile_")] = _clean(values[i])
+            else:
+                outputs[name] = _clean(values[i])
         return outputs, profile
 
     def offer_inputs(self, customer_id: str) -> tuple[dict, dict]:
         """The offer model's outputs and the rule inputs of one customer (cold start when
         unknown): ``uplift_<offer>``, ``p_buy_<offer>``, ``p_buy_control_<channel>``."""
-        i = self._index.get(customer_id)
-        outputs, profile = self._cold_offer if i is None else self._offer_row(self.table, i)
+        index, columns = self._lookup  # one read: index and arrays always match
+        i = index.get(customer_id)
+        outputs, profile = self._cold_offer if i is None else self._offer_row(columns, i)
         outputs = {**outputs, "mean_order_value": self.mean_order_value}
         return outputs, profile
 

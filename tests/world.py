@@ -103,16 +103,24 @@ def sim_world(tmp_path_factory: pytest.TempPathFactory) -> SimWorld:
     )
 
 
-def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:
-    """`kizuna ARGS` in a fresh process with ``settings``' home and MLflow store."""
-    env = {
+CLI = [sys.executable, "-c", "from kizuna.cli import app; app()"]
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `kizuna` process using ``settings``' home and MLflow store."""
+    return {
         **os.environ,
         "KIZUNA_HOME": str(settings.home_dir),
         "KIZUNA_MLRUNS": str(settings.mlruns_dir),
+        **extra,
     }
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:
+    """`kizuna ARGS` in a fresh process with ``settings``' home and MLflow store."""
     return subprocess.run(
-        [sys.executable, "-c", "from kizuna.cli import app; app()", *args],
-        env=env,
+        [*CLI, *args],
+        env=cli_env(settings),
         capture_output=True,
         text=True,
         check=False,

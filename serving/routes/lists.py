@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from kizuna.serving.deps import Book, ListsKey
@@ -25,6 +25,40 @@ def _answer(rows, fmt: Format, name: str):
     return {"count": len(rows), "customers": to_records(rows)}
 
 
+class Narrowing:
+    """The filters both lists share (the churn floor differs, so each route has its own)."""
+
+    def __init__(
+        self,
+        min_value: float = Query(0.0, ge=0, description="Lowest 12-month value."),
+        segment: list[str] | None = Query(None, description="RFM segment(s) to keep."),
+        channel: Literal["email", "sms", "push"] | None = Query(
+            None, description="Keep only customers who consent to this channel."
+        ),
+        not_contacted_days: int | None = Query(
+            None, ge=0, description="Keep customers sent no offer in this many days."
+        ),
+        limit: int = Query(100, ge=1, le=100_000, description="Most rows to return."),
+        format: Format = Query("json", description="json or csv."),
+    ) -> None:
+        self.min_value, self.segments = min_value, tuple(segment or ())
+        self.channel, self.not_contacted_days = channel, not_contacted_days
+        self.limit, self.format = limit, format
+
+    def filter(self, min_churn: float) -> ListFilter:
+        return ListFilter(
+            min_churn,
+            self.min_value,
+            self.segments,
+            self.channel,
+            self.not_contacted_days,
+            self.limit,
+        )
+
+
+Narrow = Annotated[Narrowing, Depends()]
+
+
 @router.get(
     "/at-risk",
     summary="Customers at risk, most value at risk first",
@@ -34,23 +68,10 @@ def _answer(rows, fmt: Format, name: str):
 def at_risk_list(
     book: Book,
     _: ListsKey,
+    narrow: Narrow,
     min_churn: float = Query(0.5, ge=0, le=1, description="Lowest churn probability."),
-    min_value: float = Query(0.0, ge=0, description="Lowest 12-month value."),
-    segment: list[str] | None = Query(None, description="RFM segment(s) to keep."),
-    channel: Literal["email", "sms", "push"] | None = Query(
-        None, description="Keep only customers who consent to this channel."
-    ),
-    not_contacted_days: int | None = Query(
-        None, ge=0, description="Keep customers sent no offer in this many days."
-    ),
-    limit: int = Query(100, ge=1, le=100_000, description="Most rows to return."),
-    format: Format = Query("json", description="json or csv."),
 ):
-    rows = at_risk(
-        book,
-        ListFilter(min_churn, min_value, tuple(segment or ()), channel, not_contacted_days, limit),
-    )
-    return _answer(rows, format, "at-risk")
+    return _answer(at_risk(book, narrow.filter(min_churn)), narrow.format, "at-risk")
 
 
 @router.get(
@@ -62,22 +83,9 @@ def at_risk_list(
 def due_list(
     book: Book,
     _: ListsKey,
+    narrow: Narrow,
     due_within_days: int = Query(14, ge=0, description="Expected to buy within N days."),
     min_churn: float = Query(0.0, ge=0, le=1, description="Lowest churn probability."),
-    min_value: float = Query(0.0, ge=0, description="Lowest 12-month value."),
-    segment: list[str] | None = Query(None, description="RFM segment(s) to keep."),
-    channel: Literal["email", "sms", "push"] | None = Query(
-        None, description="Keep only customers who consent to this channel."
-    ),
-    not_contacted_days: int | None = Query(
-        None, ge=0, description="Keep customers sent no offer in this many days."
-    ),
-    limit: int = Query(100, ge=1, le=100_000, description="Most rows to return."),
-    format: Format = Query("json", description="json or csv."),
 ):
-    rows = due_to_repurchase(
-        book,
-        ListFilter(min_churn, min_value, tuple(segment or ()), channel, not_contacted_days, limit),
-        due_within_days,
-    )
-    return _answer(rows, format, "due-to-repurchase")
+    rows = due_to_repurchase(book, narrow.filter(min_churn), due_within_days)
+    return _answer(rows, narrow.format, "due-to-repurchase")

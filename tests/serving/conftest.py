@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
@@ -18,7 +16,7 @@ from kizuna.serving.keys import SCOPES, KeyStore
 from kizuna.settings import Settings
 from kizuna.training.runs import train_and_register
 from kizuna.training.trainer import TrainConfig
-from tests.world import VALUE_DAYS
+from tests.world import CLI, VALUE_DAYS, cli_env
 
 
 @dataclass
@@ -40,16 +38,14 @@ def free_port() -> int:
 
 
 def start(settings: Settings, port: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "KIZUNA_HOME": str(settings.home_dir),
-        "KIZUNA_MLRUNS": str(settings.mlruns_dir),
+    env = cli_env(
+        settings,
         # Deterministic decisions for the rule tests; exploration is unit-tested.
-        "KIZUNA_OFFER_EXPLORATION": "0",
-        "KIZUNA_MODEL_POLL_SECONDS": "1",
-    }
+        KIZUNA_OFFER_EXPLORATION="0",
+        KIZUNA_MODEL_POLL_SECONDS="1",
+    )
     return subprocess.Popen(
-        [sys.executable, "-c", "from kizuna.cli import app; app()", "serve", "--port", str(port)],
+        [*CLI, "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
