@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     offer_cooldown_days: int = Field(
         default=14, ge=0, description="Days before the same offer goes to a customer again."
     )
+    score_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "LightGBM threads when scoring every customer at once (kizuna score, the API's "
+            "score book); unset: every core."
+        ),
+    )
 
     @property
     def home_dir(self) -> Path:

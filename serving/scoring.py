@@ -56,6 +56,7 @@ class Champions:
 
     @classmethod
     def load(cls, settings: Settings) -> Champions:
+        """The registry's champions, set to predict with ``settings.score_threads``."""
         models, versions = {}, {}
         for name in MODEL_NAMES:
             version = registry.champion_version(settings, name)
@@ -65,6 +66,8 @@ class Champions:
                     "run `kizuna train all` (or `make run`) first"
                 )
             models[name] = registry.load(settings, name, version)
+            # Trained on one thread; scoring a whole customer base uses the machine.
+            models[name].n_jobs = settings.score_threads
             versions[name] = version
         return cls(models, versions)
 
@@ -130,7 +133,7 @@ def score_frame(models: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
         mine = [o for o in offers.offers_ if offers.offer_channels_.get(o) == channel]
         if not mine:
             continue
-        predicted = offers.predict(frame.assign(channel=channel))
+        predicted = offers.predict(frame.assign(channel=channel), offers=mine)
         out[f"p_buy_control_{channel}"] = predicted["p_buy_control"].to_numpy()
         for offer in mine:
             out[f"uplift_{offer}"] = predicted[f"uplift_{offer}"].to_numpy()

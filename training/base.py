@@ -8,6 +8,7 @@ the promotion gate and the backtest treat all four alike.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import ClassVar, Protocol
 
@@ -16,6 +17,32 @@ import pandas as pd
 
 # The scorer name of a Kizuna model in an evaluation table; baselines use their own names.
 MODEL_ROW = "kizuna"
+
+
+def lgb_threads(n_jobs: int | None) -> int:
+    """LightGBM's ``num_threads`` for a model's ``n_jobs``: None means every core."""
+    return (os.cpu_count() or 1) if n_jobs is None else n_jobs
+
+
+def lgb_matrix(x: pd.DataFrame, categories: list[list] | None) -> np.ndarray:
+    """``x`` as the float matrix LightGBM predicts on, as LightGBM builds it from a frame.
+
+    A category column becomes its code among the training categories (``categories``, a
+    booster's ``pandas_categorical``: one list per category column, in column order), an
+    unseen or missing value NaN; every other column a float. Built once, the matrix lets a
+    model predict variants of the same rows (another period, arm or offer) by changing one
+    column, where a frame would be copied and converted again for each.
+    """
+    out = np.empty(x.shape, dtype=np.float64, order="F")
+    remaining = iter(categories or [])
+    for j, name in enumerate(x.columns):
+        column = x[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = pd.Categorical(column, categories=next(remaining)).codes
+            out[:, j] = np.where(codes < 0, np.nan, codes)
+        else:
+            out[:, j] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.ascontiguousarray(out)
 
 
 @cache

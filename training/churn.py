@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
-from kizuna.training.base import MODEL_ROW, model_inputs
+from kizuna.training.base import MODEL_ROW, lgb_threads, model_inputs
 from kizuna.training.evaluate import classification_report
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ class ChurnModel:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated P(churn) per row."""
-        raw = self.booster_.predict_proba(model_inputs(frame, self.features_))[:, 1]
+        x = model_inputs(frame, self.features_)
+        raw = self.booster_.predict_proba(x, num_threads=lgb_threads(self.n_jobs))[:, 1]
         return self.calibrator_.predict(raw)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -124,7 +125,11 @@ class ChurnModel:
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per-row SHAP values of each feature (LightGBM's ``pred_contrib``, log-odds of
         the uncalibrated score); the reasons behind a risk."""
-        values = self.booster_.predict(model_inputs(frame, self.features_), pred_contrib=True)
+        values = self.booster_.predict(
+            model_inputs(frame, self.features_),
+            pred_contrib=True,
+            num_threads=lgb_threads(self.n_jobs),
+        )
         return pd.DataFrame(values[:, :-1], columns=self.features_, index=frame.index)
 
     def risk_band(self, probability: np.ndarray) -> np.ndarray:

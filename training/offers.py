@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold
 
-from kizuna.training.base import MODEL_ROW, model_inputs
+from kizuna.training.base import MODEL_ROW, lgb_matrix, lgb_threads, model_inputs
 from kizuna.training.evaluate import PolicyValue, auuc, ips_policy_value, qini_coefficient
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,44 @@ def policy_difference(outcome, logged_action, chosen_a, chosen_b, propensity) ->
     terms = outcome * ((logged == a).astype(float) - (logged == b).astype(float)) / propensity
     se = float(terms.std(ddof=1) / np.sqrt(len(terms))) if len(terms) > 1 else float("nan")
     return PolicyValue(float(terms.mean()), se, int((a != b).sum()))
+
+
+class _Rows:
+    """The rows of one ``predict`` call as LightGBM matrices, converted once.
+
+    The first-stage model over all arms and the pooled effect model read the features
+    plus one category column (the arm, the offer); predicting a variant only sets that
+    column of the matrix instead of copying and converting the frame again.
+    """
+
+    def __init__(self, x: pd.DataFrame, threads: int) -> None:
+        self.x, self.threads = x, threads
+        self._matrices: dict[str, np.ndarray] = {}
+
+    def _matrix(self, categories: list[list]) -> np.ndarray:
+        key = repr(categories)
+        if key not in self._matrices:
+            self._matrices[key] = lgb_matrix(self.x, categories)
+        return self._matrices[key]
+
+    def predict(self, model: lgb.LGBMModel, level: str | None = None) -> np.ndarray:
+        """P(buy) of a classifier or the prediction of a regressor. ``level``: the value
+        of the model's last column (its arm or offer); None for a model without one."""
+        booster = model.booster_
+        categories = booster.pandas_categorical or []
+        if level is None:
+            x = self._matrix(categories)
+        else:
+            features = self._matrix(categories[:-1])
+            levels = categories[-1]
+            x = np.empty((len(features), features.shape[1] + 1))
+            x[:, :-1] = features
+            x[:, -1] = levels.index(level) if level in levels else np.nan
+        # The booster itself: the scikit-learn wrapper would check a matrix's (missing)
+        # feature names against the frame it was fitted on.
+        return booster.predict(
+            x, num_iteration=model.best_iteration_ or None, num_threads=self.threads
+        )
 
 
 class OfferModel:
@@ -470,7 +508,7 @@ class OfferModel:
         return out
 
     def _outcomes(self, x: pd.DataFrame, models: dict | None = None) -> dict:
-        """P(buy) of every row under every arm."""
+        """P(buy) of every row under every arm (the fitting's frames)."""
         models = self.outcome_models_ if models is None else models
         if "all_arms" in models:
             return {
@@ -515,27 +553,42 @@ class OfferModel:
         """The columns :meth:`predict` reads: the features and the row's channel."""
         return [*self.features_, *([self.channel_column] if self.channel_column else [])]
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``p_buy_control``, and ``p_buy_<offer>`` and ``uplift_<offer>`` for every offer.
+    def predict(self, frame: pd.DataFrame, offers: list[str] | None = None) -> pd.DataFrame:
+        """``p_buy_control``, and ``p_buy_<offer>`` and ``uplift_<offer>`` for each offer.
 
-        Every offer is scored on every row whatever its channel (the serving layer filters
-        by channel and eligibility). ``uplift_<offer>`` = ``p_buy_<offer>`` -
+        ``offers`` (default: every offer, whatever the row's channel; the serving layer
+        filters by channel and eligibility) limits the work to the offers asked for, e.g.
+        those of the rows' channel. ``uplift_<offer>`` = ``p_buy_<offer>`` -
         ``p_buy_control``; probabilities are in [0, 1].
         """
-        x = self._inputs(frame)
-        mu = self._outcomes(x)
+        offers = list(self.offers_ if offers is None else offers)
+        unknown = sorted(set(offers) - set(self.offers_))
+        if unknown:
+            raise ValueError(
+                f"offers {unknown} were not in training; the model knows {self.offers_}"
+            )
+        rows = _Rows(self._inputs(frame), lgb_threads(self.n_jobs))
+        # The X and DR learners' effect models give an offer's uplift directly, so only
+        # the control arm's purchase model is needed; T and S difference two arms.
+        needed = [NO_OFFER] if self.learner in ("x", "dr") else [NO_OFFER, *offers]
+        if "all_arms" in self.outcome_models_:
+            mu = {a: rows.predict(self.outcome_models_["all_arms"], a) for a in needed}
+        else:
+            mu = {a: rows.predict(self.outcome_models_[a]) for a in needed}
         out = {"p_buy_control": mu[NO_OFFER]}
-        for offer in self.offers_:
+        for offer in offers:
             if self.learner in ("t", "s"):
                 effect = mu[offer] - mu[NO_OFFER]
             elif self.learner == "dr":
+                # Pooled or per offer, an effect model reads the offer as its last column.
                 model = self.effect_models_.get("all_offers", self.effect_models_.get(offer))
-                effect = model.predict(self._with_offer(x, offer))
+                effect = rows.predict(model, offer)
             else:
                 from_treated, from_control, weight = self.effect_models_[offer]
-                effect = weight * from_control.predict(x) + (1 - weight) * from_treated.predict(x)
+                effect = weight * rows.predict(from_control)
+                effect += (1 - weight) * rows.predict(from_treated)
             out[f"p_buy_{offer}"] = np.clip(mu[NO_OFFER] + effect, 0.0, 1.0)
-        for offer in self.offers_:
+        for offer in offers:
             out[f"uplift_{offer}"] = out[f"p_buy_{offer}"] - out["p_buy_control"]
         return pd.DataFrame(out, index=frame.index)
 

@@ -25,7 +25,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from kizuna.training.base import MODEL_ROW, model_inputs
+from kizuna.training.base import MODEL_ROW, lgb_threads, model_inputs
 from kizuna.training.evaluate import value_report
 
 logger = logging.getLogger(__name__)
@@ -130,13 +130,20 @@ class ValueModel:
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``predicted_value``: expected spend over the label window, never negative."""
         x = model_inputs(frame, self.features_)
-        value = self.booster_.predict(x, num_iteration=self.best_iteration_)
+        value = self.booster_.predict(
+            x, num_iteration=self.best_iteration_, num_threads=lgb_threads(self.n_jobs)
+        )
         return pd.DataFrame({"predicted_value": value}, index=frame.index)
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per-row SHAP values of each feature (log scale of the tweedie mean)."""
         x = model_inputs(frame, self.features_)
-        values = self.booster_.predict(x, num_iteration=self.best_iteration_, pred_contrib=True)
+        values = self.booster_.predict(
+            x,
+            num_iteration=self.best_iteration_,
+            pred_contrib=True,
+            num_threads=lgb_threads(self.n_jobs),
+        )
         return pd.DataFrame(values[:, :-1], columns=self.features_, index=frame.index)
 
     def baseline_predictions(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:

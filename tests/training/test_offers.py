@@ -291,3 +291,52 @@ def test_policy_difference_is_paired() -> None:
     # Terms: rows 0-1 agree (0), rows 2-3 only b matched a purchase: -2 each.
     assert d.value == pytest.approx(-1.0)
     assert d.matched == 2
+
+
+@pytest.mark.parametrize(
+    ("learner", "pool_effects"),
+    [("t", True), ("s", True), ("x", True), ("dr", True), ("dr", False)],
+)
+def test_predict_equals_the_fitted_models_on_frames(fitted, sim_world, learner, pool_effects):
+    """predict converts the rows to one matrix and sets the arm/offer column per variant;
+    the numbers are those of each fitted model's own predict on the frame."""
+    _, train, valid, test = fitted
+    model = OfferModel(learner=learner, pool_effects=pool_effects, n_estimators=40).fit(
+        train, valid, sim_world.features("offers_v1")
+    )
+    rows = test.iloc[:3000]
+    got = model.predict(rows)
+    x = model._inputs(rows)
+    mu = model._outcomes(x)
+    np.testing.assert_array_equal(got["p_buy_control"], mu[NO_OFFER])
+    for offer in model.offers_:
+        if learner in ("t", "s"):
+            effect = mu[offer] - mu[NO_OFFER]
+        elif learner == "dr":
+            effects = model.effect_models_
+            effect = effects.get("all_offers", effects.get(offer)).predict(
+                model._with_offer(x, offer)
+            )
+        else:
+            from_treated, from_control, weight = model.effect_models_[offer]
+            effect = weight * from_control.predict(x) + (1 - weight) * from_treated.predict(x)
+        np.testing.assert_allclose(
+            got[f"p_buy_{offer}"], np.clip(mu[NO_OFFER] + effect, 0, 1), rtol=0, atol=1e-12
+        )
+    assert got["p_buy_control"].std() > 0.01  # not a constant that would match trivially
+
+
+def test_predict_for_some_offers_gives_just_their_columns(fitted) -> None:
+    model, _, _, test = fitted
+    everything = model.predict(test)
+    email = model.predict(test, offers=["pct10_email", "pct20_email"])
+    assert list(email.columns) == [
+        "p_buy_control",
+        "p_buy_pct10_email",
+        "p_buy_pct20_email",
+        "uplift_pct10_email",
+        "uplift_pct20_email",
+    ]
+    pd.testing.assert_frame_equal(email, everything[email.columns])
+    with pytest.raises(ValueError, match=r"not in training.*knows"):
+        model.predict(test, offers=["pct50_sms"])
