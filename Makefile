@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The pinned versions tested together; pip installs exactly these.
 CONSTRAINTS := constraints.txt
 
-.PHONY: run test lint format install clean bench bench-quality docs
+.PHONY: run test lint format install clean bench bench-quality bench-serving docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/simulate_ingest.py
 	$(BIN)/python benchmarks/features_build.py
 	$(BIN)/python benchmarks/online_features.py
+
+## bench-serving: the API against feast serve, then batch scoring and the score book at 1,000,000
+bench-serving: $(STAMP)
+	$(BIN)/python benchmarks/serving.py --repeat 3
+	$(BIN)/python benchmarks/batch_score.py --customers 1000000 --repeat 3
+	$(BIN)/python benchmarks/score_book.py --customers 1000000
 
 ## bench-quality: the models against the BTYD and uplift baselines on the real datasets
 bench-quality: $(STAMP)

@@ -245,14 +245,16 @@ def start_server(name: str, argv: list[str], env: dict[str, str], port: int, log
     return Server(name, port, process, log)
 
 
-def wait_ready(server: Server, path: str, seconds: float = 300) -> None:
+def wait_ready(server: Server, path: str, seconds: float = 300, reasons: bool = False) -> None:
+    """Until ``path`` answers 200 (and, with ``reasons``, until /readyz says every
+    customer's reasons are filled in, so the figures are of the steady state)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise SystemExit(f"{server.name} exited:\n{server.log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=2) as r:
-                if r.status == 200:
+                if r.status == 200 and (not reasons or json.load(r)["reasons_ready"] >= 1.0):
                     return
         except (urllib.error.URLError, OSError):
             pass
@@ -303,7 +305,7 @@ def servers(settings: Settings, workers: int) -> Iterator[tuple[Server, Server]]
             logs,
         )
         started.append(feast)
-        wait_ready(kizuna, "/readyz")
+        wait_ready(kizuna, "/readyz", reasons=True)
         wait_ready(feast, "/health")
         yield kizuna, feast
     finally:

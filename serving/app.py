@@ -2,7 +2,7 @@
 
 The lifespan loads the champion models from the MLflow registry and the online store's
 feature vectors, and scores every customer once (serving/scoring.py); requests read the
-finished records.
+finished scores. Each customer's reasons are filled in behind the serving.
 """
 
 from __future__ import annotations
@@ -38,6 +38,16 @@ def build_book(settings: Settings) -> ScoreBook:
         MODEL_VERSION.labels(model=name).set(float(version))
     CUSTOMERS_SCORED.set(len(book))
     return book
+
+
+def explain_in_background(book: ScoreBook) -> threading.Thread:
+    """Fill in every customer's reasons behind the serving (:meth:`ScoreBook.fill_reasons`),
+    pausing between chunks so requests keep the CPU; stops when the book is closed."""
+    thread = threading.Thread(
+        target=book.fill_reasons, kwargs={"pause": 0.02}, name="kizuna-reasons", daemon=True
+    )
+    thread.start()
+    return thread
 
 
 def apply_events(settings: Settings, app: FastAPI, batch: list[dict]) -> None:
@@ -106,6 +116,9 @@ def watch_champions(settings: Settings, app: FastAPI, stop: threading.Event) -> 
             log.info("new champions %s; rebuilding the score book", current)
             app.state.book = build_book(settings)
             app.state.load_error = None
+            explain_in_background(app.state.book)
+            if book is not None:
+                book.close()
         except Exception:  # keep serving the old book; try again at the next poll
             log.exception("could not load the new champions; still serving the old ones")
 
@@ -126,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             app.state.catalog = load_catalog(settings)
             app.state.book = build_book(settings)
+            explain_in_background(app.state.book)
         except Exception as exc:  # readyz reports it; healthz stays up
             log.exception("could not load the models and features")
             app.state.load_error = f"{type(exc).__name__}: {exc}"
@@ -142,6 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             stop.set()
             app.state.inbox.close()
+            if app.state.book is not None:
+                app.state.book.close()
 
     app = FastAPI(
         title="Kizuna",

@@ -60,7 +60,7 @@ def _filtered(book: ScoreBook, f: ListFilter) -> pd.DataFrame:
 def _shape(book: ScoreBook, rows: pd.DataFrame) -> pd.DataFrame:
     out = rows.copy()
     out["expected_next_purchase_date"] = out["expected_next_purchase_at"].dt.date.astype(str)
-    out["reasons"] = [book.records[c].get("reasons", []) for c in out["customer_id"]]
+    out["reasons"] = book.reasons_of(list(out["customer_id"]))
     return out[COLUMNS].reset_index(drop=True)
 
 

@@ -11,6 +11,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 Row = Mapping[str, Any]
 
 
@@ -137,6 +139,8 @@ class FrameRow(Mapping):
 
     def __getitem__(self, name: str) -> Any:
         value = self._columns[name][self._i]
+        if isinstance(value, np.datetime64):  # a time, kept as a time (not nanoseconds)
+            return None if np.isnat(value) else value.astype("datetime64[us]").item()
         return value.item() if hasattr(value, "item") else value
 
     def __iter__(self):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
-from kizuna.training.base import MODEL_ROW, lgb_threads, model_inputs
+from kizuna.training.base import MODEL_ROW, lgb_matrix, lgb_threads, model_inputs
 from kizuna.training.evaluate import classification_report
 
 log = logging.getLogger(__name__)
@@ -125,12 +125,24 @@ class ChurnModel:
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per-row SHAP values of each feature (LightGBM's ``pred_contrib``, log-odds of
         the uncalibrated score); the reasons behind a risk."""
-        values = self.booster_.predict(
-            model_inputs(frame, self.features_),
+        values = self.contribution_values(self.matrix(frame))
+        return pd.DataFrame(values, columns=self.features_, index=frame.index)
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The rows as the booster's float matrix (:func:`lgb_matrix`): built once, rows
+        of it can be explained later without typing a frame again."""
+        x = model_inputs(frame, self.features_)
+        return lgb_matrix(x, self.booster_.booster_.pandas_categorical)
+
+    def contribution_values(self, matrix: np.ndarray) -> np.ndarray:
+        """:meth:`contributions` of rows of :meth:`matrix`, as an array (rows x features)."""
+        values = self.booster_.booster_.predict(
+            matrix,
             pred_contrib=True,
+            num_iteration=self.booster_.best_iteration_ or None,
             num_threads=lgb_threads(self.n_jobs),
         )
-        return pd.DataFrame(values[:, :-1], columns=self.features_, index=frame.index)
+        return values[:, :-1]
 
     def risk_band(self, probability: np.ndarray) -> np.ndarray:
         """low / medium / high by the band edges."""

@@ -38,7 +38,14 @@ def readyz(request: Request) -> dict[str, Any]:
     if book is None:
         error = getattr(request.app.state, "load_error", None)
         raise Problem(503, error or "the models are loading; retry in a few seconds")
-    return {"status": "ready", "customers": len(book), "models": book.champions.versions}
+    return {
+        "status": "ready",
+        "customers": len(book),
+        "models": book.champions.versions,
+        # Reasons are filled in the background after start-up; a customer asked for
+        # before then gets theirs on the spot.
+        "reasons_ready": round(book.reasons_share(), 4),
+    }
 
 
 @router.get("/metrics", summary="Prometheus metrics")

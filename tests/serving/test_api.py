@@ -28,6 +28,7 @@ def test_health_and_readiness_need_no_key(server) -> None:
     ready = httpx.get(f"{server.url}/readyz").json()
     assert ready["status"] == "ready" and ready["customers"] > 1_000
     assert set(ready["models"]) == {"churn", "repurchase", "value", "offers"}
+    assert 0.0 <= ready["reasons_ready"] <= 1.0
 
 
 def test_scores_of_known_customers(server, customers) -> None:

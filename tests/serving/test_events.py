@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -133,6 +134,27 @@ def test_an_acknowledged_batch_survives_a_failed_apply_and_is_replayed(tmp_path)
     seen: list = []
     EventInbox(tmp_path, seen.append).wait()
     assert seen == []
+
+
+def test_batches_that_queue_during_an_apply_are_applied_together_in_order(tmp_path) -> None:
+    release, calls = threading.Event(), []
+
+    def slow(events):
+        calls.append([e["event_id"] for e in events])
+        release.wait(10)
+
+    inbox = EventInbox(tmp_path, slow)
+    inbox.accept([_event(1)])
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for i in (2, 3, 4):
+        inbox.accept([_event(i)])
+    release.set()
+    inbox.wait()
+    inbox.close()
+    assert calls == [["e1"], ["e2", "e3", "e4"]]
+    assert (tmp_path / "events.applied").read_text() == "4"  # every line applied
 
 
 def test_events_become_contract_rows() -> None:
