@@ -176,15 +176,21 @@ class _BookRows:
 
     @classmethod
     def of(cls, features: pd.DataFrame, table: pd.DataFrame, churn: Any) -> _BookRows:
+        """``features`` and their scores ``table`` (one customer per row), unexplained."""
+        return cls._derived(table, features, churn.matrix(features), [None] * len(table), {})
+
+    @classmethod
+    def _derived(cls, table, features, churn_matrix, reasons, json) -> _BookRows:
+        """The rows with their index and column arrays derived from the frames."""
         return cls(
             table=table,
             features=features,
             index={c: i for i, c in enumerate(table["customer_id"])},
             scores=_arrays(table),
             feature_values=_arrays(features),
-            churn_matrix=churn.matrix(features),
-            reasons=[None] * len(table),
-            json={},
+            churn_matrix=churn_matrix,
+            reasons=reasons,
+            json=json,
         )
 
     def merged(self, new: _BookRows) -> _BookRows:
@@ -192,17 +198,12 @@ class _BookRows:
         untouched customers carried over)."""
         kept = ~self.table["customer_id"].isin(list(new.index)).to_numpy()
         positions = np.flatnonzero(kept)
-        table = pd.concat([self.table.iloc[positions], new.table], ignore_index=True)
-        features = pd.concat([self.features.iloc[positions], new.features], ignore_index=True)
-        return _BookRows(
-            table=table,
-            features=features,
-            index={c: i for i, c in enumerate(table["customer_id"])},
-            scores=_arrays(table),
-            feature_values=_arrays(features),
-            churn_matrix=np.concatenate([self.churn_matrix[positions], new.churn_matrix]),
-            reasons=[self.reasons[i] for i in positions] + list(new.reasons),
-            json={c: b for c, b in self.json.items() if c not in new.index},
+        return self._derived(
+            pd.concat([self.table.iloc[positions], new.table], ignore_index=True),
+            pd.concat([self.features.iloc[positions], new.features], ignore_index=True),
+            np.concatenate([self.churn_matrix[positions], new.churn_matrix]),
+            [self.reasons[i] for i in positions] + list(new.reasons),
+            {c: b for c, b in self.json.items() if c not in new.index},
         )
 
     def explain(self, rows: list[int], churn: Any) -> None:
