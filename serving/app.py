@@ -1,8 +1,9 @@
 """The FastAPI app a CRM integrates with: scores, lists, models, health and metrics.
 
-The lifespan loads the champion models from the MLflow registry and the online store's
-feature vectors, and scores every customer once (serving/scoring.py); requests read the
-finished scores. Each customer's reasons are filled in behind the serving.
+The lifespan opens the Feast store, loads the champion models from the MLflow registry and
+the online store's feature vectors, and scores every customer once (serving/scoring.py);
+requests read the finished scores. Each customer's reasons are filled in behind the
+serving.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 from fastapi import FastAPI
 
+from kizuna.features.store import open_store
 from kizuna.serving import errors
 from kizuna.serving.decisions import DecisionLog, Policy, load_catalog
 from kizuna.serving.events import EventInbox, to_contract_frames
@@ -61,7 +63,7 @@ def apply_events(settings: Settings, app: FastAPI, batch: list[dict]) -> None:
     )
     book = app.state.book
     if book is not None and report.customers:
-        book.update(online_frame(settings, report.customers), now)
+        book.update(online_frame(settings, report.customers, app.state.store), now)
         CUSTOMERS_SCORED.set(len(book))
 
 
@@ -135,8 +137,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rng = np.random.default_rng()
         app.state.catalog = {}
         app.state.book = None
+        app.state.store = None
         app.state.load_error = None
         try:
+            # The Feast store the event worker reads rescored customers' vectors from.
+            app.state.store = open_store(settings)
             app.state.catalog = load_catalog(settings)
             app.state.book = build_book(settings)
             explain_in_background(app.state.book)

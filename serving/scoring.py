@@ -468,14 +468,15 @@ def latest_vectors(settings: Settings, at: datetime | None = None) -> pd.DataFra
     return frame
 
 
-def online_frame(settings: Settings, customer_ids: list[str]) -> pd.DataFrame:
+def online_frame(settings: Settings, customer_ids: list[str], store: Any = None) -> pd.DataFrame:
     """The online store's ``offers_v1`` vectors of ``customer_ids``, one row each, with
-    ``event_timestamp``: when the oldest of the customer's feature views was computed."""
+    ``event_timestamp``: when the oldest of the customer's feature views was computed.
+    ``store``: an open FeatureStore (default: open one)."""
     import warnings
 
     from kizuna.features.store import REQUEST_TIME, open_store
 
-    store = open_store(settings)
+    store = store or open_store(settings)
     moment = datetime.now(UTC).timestamp()
     rows = [{"customer_id": c, REQUEST_TIME: moment} for c in customer_ids]
     with warnings.catch_warnings():
