@@ -203,7 +203,8 @@ class _BookRows:
             pd.concat([self.features.iloc[positions], new.features], ignore_index=True),
             np.concatenate([self.churn_matrix[positions], new.churn_matrix]),
             [self.reasons[i] for i in positions] + list(new.reasons),
-            {c: b for c, b in self.json.items() if c not in new.index},
+            # dict() copies in one step: requests may add to self.json meanwhile.
+            {c: b for c, b in dict(self.json).items() if c not in new.index},
         )
 
     def explain(self, rows: list[int], churn: Any) -> None:
