@@ -24,16 +24,17 @@ def lgb_threads(n_jobs: int | None) -> int:
     return (os.cpu_count() or 1) if n_jobs is None else n_jobs
 
 
-def lgb_matrix(x: pd.DataFrame, categories: list[list] | None) -> np.ndarray:
+def lgb_matrix(x: pd.DataFrame, categories: list[list] | None, spare: int = 0) -> np.ndarray:
     """``x`` as the float matrix LightGBM predicts on, as LightGBM builds it from a frame.
 
     A category column becomes its code among the training categories (``categories``, a
     booster's ``pandas_categorical``: one list per category column, in column order), an
     unseen or missing value NaN; every other column a float. Built once, the matrix lets a
     model predict variants of the same rows (another period, arm or offer) by changing one
-    column, where a frame would be copied and converted again for each.
+    column, where a frame would be copied and converted again for each: ``spare`` adds
+    that many columns at the end (NaN) for the caller to set before each prediction.
     """
-    out = np.empty(x.shape, dtype=np.float64, order="F")
+    out = np.full((len(x), x.shape[1] + spare), np.nan, order="F")
     remaining = iter(categories or [])
     for j, name in enumerate(x.columns):
         column = x[name]

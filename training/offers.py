@@ -106,10 +106,10 @@ class _Rows:
         self.x, self.threads = x, threads
         self._matrices: dict[str, np.ndarray] = {}
 
-    def _matrix(self, categories: list[list]) -> np.ndarray:
-        key = repr(categories)
+    def _matrix(self, categories: list[list], spare: int) -> np.ndarray:
+        key = repr((categories, spare))
         if key not in self._matrices:
-            self._matrices[key] = lgb_matrix(self.x, categories)
+            self._matrices[key] = lgb_matrix(self.x, categories, spare)
         return self._matrices[key]
 
     def predict(self, model: lgb.LGBMModel, level: str | None = None) -> np.ndarray:
@@ -118,12 +118,11 @@ class _Rows:
         booster = model.booster_
         categories = booster.pandas_categorical or []
         if level is None:
-            x = self._matrix(categories)
+            x = self._matrix(categories, spare=0)
         else:
-            features = self._matrix(categories[:-1])
+            # The features' matrix with a spare last column, set to this level's code.
+            x = self._matrix(categories[:-1], spare=1)
             levels = categories[-1]
-            x = np.empty((len(features), features.shape[1] + 1))
-            x[:, :-1] = features
             x[:, -1] = levels.index(level) if level in levels else np.nan
         # The booster itself: the scikit-learn wrapper would check a matrix's (missing)
         # feature names against the frame it was fitted on.

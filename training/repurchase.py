@@ -163,9 +163,9 @@ class RepurchaseModel:
         """P(buy in period k | not bought before it), rows x periods."""
         # One matrix of the rows, its last column (the period) set in turn: the same
         # predictions as one person-period frame, without copying the rows per period.
-        features = lgb_matrix(model_inputs(frame, self.features_), self.booster_.pandas_categorical)
-        x = np.empty((len(frame), features.shape[1] + 1))
-        x[:, :-1] = features
+        x = lgb_matrix(
+            model_inputs(frame, self.features_), self.booster_.pandas_categorical, spare=1
+        )
         h = np.empty((len(frame), len(HORIZONS)))
         for k, start in enumerate(PERIOD_EDGES[:-1]):
             x[:, -1] = start

@@ -37,6 +37,10 @@ def test_lgb_matrix_predicts_as_the_frame_does_with_unseen_and_missing_categorie
     assert np.isnan(matrix[0, 0]) and np.isnan(matrix[2, 0])
     np.testing.assert_array_equal(booster.predict(matrix), booster.predict(scoring))
     assert np.ptp(booster.predict(scoring)) > 0.1
+    spare = lgb_matrix(scoring, booster.pandas_categorical, spare=1)
+    assert spare.shape == (5, 4) and spare.flags.c_contiguous
+    np.testing.assert_array_equal(spare[:, :3], matrix)
+    assert np.isnan(spare[:, 3]).all()
 
 
 def test_lgb_threads_is_every_core_when_unset() -> None:
