@@ -97,15 +97,35 @@ def _print(rows, fmt: str) -> None:
         sys.stdout.write(json.dumps(to_records(rows), indent=1) + "\n")
 
 
+# The filters both lists take, declared once.
+MinChurn = Annotated[float, typer.Option(min=0, max=1, help="Least churn risk.")]
+MinValue = Annotated[float, typer.Option(min=0, help="Least predicted 12-month value.")]
+Segments = Annotated[list[str] | None, typer.Option("--segment", help="RFM segment (repeatable).")]
+Channel = Annotated[str | None, typer.Option(help="email, sms or push consent.")]
+NotContactedDays = Annotated[
+    int | None, typer.Option(min=0, help="Not contacted in this many days.")
+]
+Limit = Annotated[int, typer.Option(min=1, help="Most customers listed.")]
+Format = Annotated[Literal["csv", "json"], typer.Option(help="csv or json.")]
+
+
+def _filter(min_churn, min_value, segment, channel, not_contacted_days, limit):
+    from kizuna.serving.lists import ListFilter
+
+    return ListFilter(
+        min_churn, min_value, tuple(segment or ()), channel, not_contacted_days, limit
+    )
+
+
 @lists_app.command("at-risk")
 def at_risk_command(
-    min_churn: Annotated[float, typer.Option(min=0, max=1)] = 0.5,
-    min_value: Annotated[float, typer.Option(min=0)] = 0.0,
-    segment: Annotated[list[str] | None, typer.Option(help="RFM segment (repeatable).")] = None,
-    channel: Annotated[str | None, typer.Option(help="email, sms or push consent.")] = None,
-    not_contacted_days: Annotated[int | None, typer.Option(min=0)] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 100,
-    format: Annotated[Literal["csv", "json"], typer.Option(help="csv or json.")] = "csv",
+    min_churn: MinChurn = 0.5,
+    min_value: MinValue = 0.0,
+    segment: Segments = None,
+    channel: Channel = None,
+    not_contacted_days: NotContactedDays = None,
+    limit: Limit = 100,
+    format: Format = "csv",
 ) -> None:
     """Customers at risk, most value at risk first (the same list as the API).
 
@@ -113,22 +133,24 @@ def at_risk_command(
 
         kizuna lists at-risk --min-churn 0.6 --channel email --format csv > at-risk.csv
     """
-    from kizuna.serving.lists import ListFilter, at_risk
+    from kizuna.serving.lists import at_risk
 
-    f = ListFilter(min_churn, min_value, tuple(segment or ()), channel, not_contacted_days, limit)
+    f = _filter(min_churn, min_value, segment, channel, not_contacted_days, limit)
     _print(at_risk(_book(), f), format)
 
 
 @lists_app.command("due-to-repurchase")
 def due_command(
-    due_within_days: Annotated[int, typer.Option(min=0)] = 14,
-    min_churn: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
-    min_value: Annotated[float, typer.Option(min=0)] = 0.0,
-    segment: Annotated[list[str] | None, typer.Option(help="RFM segment (repeatable).")] = None,
-    channel: Annotated[str | None, typer.Option(help="email, sms or push consent.")] = None,
-    not_contacted_days: Annotated[int | None, typer.Option(min=0)] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 100,
-    format: Annotated[Literal["csv", "json"], typer.Option(help="csv or json.")] = "csv",
+    due_within_days: Annotated[
+        int, typer.Option(min=0, help="Expected within this many days.")
+    ] = 14,
+    min_churn: MinChurn = 0.0,
+    min_value: MinValue = 0.0,
+    segment: Segments = None,
+    channel: Channel = None,
+    not_contacted_days: NotContactedDays = None,
+    limit: Limit = 100,
+    format: Format = "csv",
 ) -> None:
     """Customers expected to buy within N days (or overdue), soonest first.
 
@@ -136,9 +158,9 @@ def due_command(
 
         kizuna lists due-to-repurchase --due-within-days 7 --format json
     """
-    from kizuna.serving.lists import ListFilter, due_to_repurchase
+    from kizuna.serving.lists import due_to_repurchase
 
-    f = ListFilter(min_churn, min_value, tuple(segment or ()), channel, not_contacted_days, limit)
+    f = _filter(min_churn, min_value, segment, channel, not_contacted_days, limit)
     _print(due_to_repurchase(_book(), f, due_within_days), format)
 
 
