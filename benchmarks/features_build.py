@@ -272,8 +272,10 @@ def _purchases(s: _Snapshot, population: pd.Index) -> pd.DataFrame:
     first_order = by["ordered_at"].min()
     joined = pd.concat([signup.reindex(population), first_order.reindex(population)], axis=1)
     p["tenure_days"] = s.days_since(joined.min(axis=1))
+    p["days_since_first_order"] = s.days_since(first_order.reindex(population))
     p["avg_order_value"] = p["spend_lifetime"] / p["order_count_lifetime"].replace(0, np.nan)
     days = sales[["customer_id"]].assign(day=sales["ordered_at"].dt.floor("D")).drop_duplicates()
+    p["purchase_days_lifetime"] = days.groupby("customer_id").size().reindex(population).fillna(0)
     days = days.sort_values(["customer_id", "day"])
     days["gap"] = days.groupby("customer_id")["day"].diff() / pd.Timedelta(days=1)
     gaps = days.dropna(subset=["gap"]).groupby("customer_id")["gap"]

@@ -147,6 +147,21 @@ def _purchases() -> list[FeatureSpec]:
             "customers, orders",
         ),
         f(
+            "days_since_first_order",
+            "float",
+            "Days from the first order (not a return) to t; null when never. With "
+            "purchase_days_lifetime and days_since_last_order it gives the buy-till-you-die "
+            "summary (frequency, recency, age) of BG/NBD and Pareto/NBD.",
+            "lifetime",
+        ),
+        f(
+            "purchase_days_lifetime",
+            "int",
+            "Distinct days (UTC) with an order (not a return) up to t: purchase occasions, "
+            "as BTYD models count them; 0 without orders.",
+            "lifetime",
+        ),
+        f(
             "avg_order_value",
             "float",
             "spend_lifetime / order_count_lifetime; null without orders.",

@@ -211,6 +211,8 @@ def purchases_sql(tables: Tables, cut: Cut) -> str:
     f |= {
         "spend_lifetime": "coalesce(a.spend_lifetime, 0)",
         "tenure_days": cut.days_since("least(s.signup_at, a.first_order_at)"),
+        "days_since_first_order": cut.days_since("a.first_order_at"),
+        "purchase_days_lifetime": "coalesce(len(list_distinct(a.order_days)), 0)",
         "avg_order_value": "a.spend_lifetime / nullif(a.orders_lifetime, 0)",
         "gap_mean_days": "list_avg(g.gaps)",
         "gap_median_days": "list_median(g.gaps)",
