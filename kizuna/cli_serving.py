@@ -99,7 +99,9 @@ def _print(rows, fmt: str) -> None:
 
 # The filters both lists take, declared once.
 MinChurn = Annotated[float, typer.Option(min=0, max=1, help="Least churn risk.")]
-MinValue = Annotated[float, typer.Option(min=0, help="Least predicted 12-month value.")]
+MinValue = Annotated[
+    float, typer.Option(min=0, help="Least predicted value (over the value model's window).")
+]
 Segments = Annotated[list[str] | None, typer.Option("--segment", help="RFM segment (repeatable).")]
 Channel = Annotated[str | None, typer.Option(help="email, sms or push consent.")]
 NotContactedDays = Annotated[
@@ -134,9 +136,13 @@ def at_risk_command(
         kizuna lists at-risk --min-churn 0.6 --channel email --format csv > at-risk.csv
     """
     from kizuna.serving.lists import at_risk
+    from kizuna.serving.scoring import ServingError
 
     f = _filter(min_churn, min_value, segment, channel, not_contacted_days, limit)
-    _print(at_risk(_book(), f), format)
+    try:
+        _print(at_risk(_book(), f), format)
+    except ServingError as exc:  # a model the list needs has no champion
+        fail(str(exc))
 
 
 @lists_app.command("due-to-repurchase")
@@ -159,9 +165,13 @@ def due_command(
         kizuna lists due-to-repurchase --due-within-days 7 --format json
     """
     from kizuna.serving.lists import due_to_repurchase
+    from kizuna.serving.scoring import ServingError
 
     f = _filter(min_churn, min_value, segment, channel, not_contacted_days, limit)
-    _print(due_to_repurchase(_book(), f, due_within_days), format)
+    try:
+        _print(due_to_repurchase(_book(), f, due_within_days), format)
+    except ServingError as exc:  # a model the list needs has no champion
+        fail(str(exc))
 
 
 def score_command(
@@ -193,6 +203,8 @@ def score_command(
         frame = latest_vectors(settings)
     except ServingError as exc:
         fail(str(exc))
+    for reason in champions.missing.values():  # that model's columns are left out
+        err.print(f"without a model: {reason}", highlight=False)
     catalog, policy, now = load_catalog(settings), Policy.from_settings(settings), datetime.now(UTC)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -3,7 +3,8 @@
 The lifespan opens the Feast store, loads the champion models from the MLflow registry and
 the online store's feature vectors, and scores every customer once (serving/scoring.py);
 requests read the finished scores. Each customer's reasons are filled in behind the
-serving.
+serving. A model without a champion is left out (the routes that need it answer 503 and
+say why) and picked up by the champion watcher once one is registered.
 """
 
 from __future__ import annotations
@@ -25,17 +26,27 @@ from kizuna.serving.events import EventInbox, to_contract_frames
 from kizuna.serving.keys import KeyStore
 from kizuna.serving.metrics import CUSTOMERS_SCORED, LATENCY, MODEL_VERSION
 from kizuna.serving.routes import events, lists, meta, offers, scores
-from kizuna.serving.scoring import Champions, ScoreBook, latest_vectors, online_frame
+from kizuna.serving.scoring import (
+    Champions,
+    ScoreBook,
+    customers_without_vectors,
+    latest_vectors,
+    online_frame,
+)
 from kizuna.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
 def build_book(settings: Settings) -> ScoreBook:
-    """Load the champions and score every customer of the online store."""
+    """Load the champions that exist and score every customer of the online store."""
     champions = Champions.load(settings)
     frame = latest_vectors(settings)
-    book = ScoreBook(champions, frame, datetime.now(UTC))
+    book = ScoreBook(
+        champions, frame, datetime.now(UTC), customers_without_vectors(settings, frame)
+    )
+    for name in champions.missing:
+        MODEL_VERSION.labels(model=name).set(0)  # 0: no champion served
     for name, version in champions.versions.items():
         MODEL_VERSION.labels(model=name).set(float(version))
     CUSTOMERS_SCORED.set(len(book))
@@ -105,15 +116,16 @@ def champion_versions(settings: Settings) -> dict[str, str | None]:
 
 
 def watch_champions(settings: Settings, app: FastAPI, stop: threading.Event) -> None:
-    """Poll the registry; when a champion alias moves, build a new book beside the old one
-    and swap it in. Requests in flight keep the book they started with, so none fails."""
+    """Poll the registry; when a champion alias moves, appears or goes, build a new book
+    beside the old one and swap it in. Requests in flight keep the book they started with,
+    so none fails. With no champion at all the old book (or none) stays."""
     while not stop.wait(settings.model_poll_seconds):
         book = app.state.book
         try:
             current = champion_versions(settings)
-            if book is not None and current == book.champions.versions:
+            if book is not None and current == book.champions.registry:
                 continue
-            if None in current.values():
+            if all(version is None for version in current.values()):
                 continue
             log.info("new champions %s; rebuilding the score book", current)
             app.state.book = build_book(settings)

@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kizuna.serving.scoring import MissingModelError, UnknownCustomerError
+
 PROBLEM = "application/problem+json"
 
 TITLES = {
@@ -20,6 +22,18 @@ TITLES = {
     422: "Invalid request body",
     503: "Not ready",
 }
+
+
+def documented(description: str) -> dict[str, Any]:
+    """A problem response as a route's ``responses=`` entry documents it."""
+    return {"description": description, "content": {PROBLEM: {}}}
+
+
+# The 503 of a route that needs a model without a champion.
+MODEL_MISSING = documented(
+    "a model this answer needs has no champion: `detail` says which and what to run; "
+    "`missing_models` lists them with the reason"
+)
 
 
 def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
@@ -50,6 +64,21 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem(exc.status, exc.detail, **exc.extra)
+
+    @app.exception_handler(MissingModelError)
+    async def _missing_model(request: Request, exc: MissingModelError) -> JSONResponse:
+        missing = [{"model": name, "reason": reason} for name, reason in exc.missing.items()]
+        return problem(503, str(exc), title="A model is not served", missing_models=missing)
+
+    @app.exception_handler(UnknownCustomerError)
+    async def _unknown_customer(request: Request, exc: UnknownCustomerError) -> JSONResponse:
+        return problem(
+            404,
+            str(exc),
+            title="Unknown customer",
+            field="customer_id",
+            customer_id=exc.customer_id,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

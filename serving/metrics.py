@@ -17,7 +17,7 @@ SCORES_SERVED = Counter(
 )
 MODEL_VERSION = Gauge(
     "kizuna_model_version",
-    "Registered version of each served champion.",
+    "Registered version of each served champion (0: the model has none).",
     ["model"],
     registry=REGISTRY,
 )

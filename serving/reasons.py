@@ -113,6 +113,14 @@ PHRASES: dict[str, Callable[[Row], str | None]] = {
     "last_csat": _score("last_csat", "last CSAT answer", "/5"),
     "return_rate": _share("return_rate", "of orders returned"),
     "tenure_days": _count("tenure_days", "days", "as a customer"),
+    "days_since_first_order": _count("days_since_first_order", "days", "since the first order"),
+    "purchase_days_lifetime": _count("purchase_days_lifetime", "days with an order", "total"),
+    # BG/NBD's readings are functions of recency, frequency and age: said in those words.
+    "bgnbd_p_alive": _recency,
+    "bgnbd_p_buy_window": _recency,
+    "bgnbd_expected_purchases_window": _count(
+        "purchase_days_lifetime", "days with an order", "total"
+    ),
     "unsubscribes_lifetime": _count("unsubscribes_lifetime", "unsubscribes", "total"),
 }
 

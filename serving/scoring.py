@@ -3,8 +3,10 @@
 Scoring one customer per request through Feast and four models costs milliseconds; the
 book instead scores every customer of the online store at once (vectorized LightGBM over
 numpy-backed frames) when it is built, when a champion changes and when events arrive
-for a customer, and a request reads its customers' finished records. A customer the book
-does not know gets the models' scores of a brand-new customer, marked ``cold_start``.
+for a customer, and a request reads its customers' finished records. It scores with the
+champions that exist and says which are missing. A customer the lake knows but without a
+feature vector yet gets the models' scores of a brand-new customer, marked ``cold_start``;
+an id Kizuna has never seen gets no made-up score.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +27,7 @@ import pandas as pd
 from kizuna.serving.reasons import FrameRow, top_reasons
 from kizuna.settings import Settings
 from kizuna.training import registry
-from kizuna.training.repurchase import HORIZONS
+from kizuna.training.repurchase import HORIZON_DAYS, HORIZONS
 from kizuna.training.trainer import MODEL_NAMES
 
 log = logging.getLogger(__name__)
@@ -43,34 +46,118 @@ PROFILE = (
     "consent_push",
 )
 
+# The score book's timing moments -> the days after the features' time they are, and the
+# record's dates of them (the median is the expected next purchase).
+_TIMING_AT = {
+    "expected_next_purchase_p25_at": "p25_days_to_next_purchase",
+    "expected_next_purchase_at": "median_days_to_next_purchase",
+    "expected_next_purchase_p75_at": "p75_days_to_next_purchase",
+}
+_TIMING_DATES = {
+    "expected_date_p25": "expected_next_purchase_p25_at",
+    "expected_date": "expected_next_purchase_at",
+    "expected_date_p75": "expected_next_purchase_p75_at",
+}
+
 
 class ServingError(RuntimeError):
     """Serving cannot start or answer as configured; the message says what to do."""
 
 
+class MissingModelError(ServingError):
+    """An answer needs a model that has no champion being served.
+
+    Args:
+        missing: the absent models this answer needs, each with why it is absent and
+            what to do.
+        needed_by: what needs them, e.g. "the at-risk list".
+    """
+
+    def __init__(self, missing: dict[str, str], needed_by: str) -> None:
+        self.missing = missing
+        super().__init__(f"{needed_by} needs {', '.join(missing)}: " + "; ".join(missing.values()))
+
+
+class UnknownCustomerError(ServingError, KeyError):
+    """Kizuna has never seen this customer: no customer row, order or event."""
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        super().__init__(
+            f"unknown customer {customer_id!r}: ingest the customer or send an event "
+            "for them (POST /v1/events) first"
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+# What to do when a model has no champion (the offer model needs exposures to learn from).
+TO_TRAIN = {name: f"run `kizuna train {name}`" for name in MODEL_NAMES} | {
+    "offers": "run `kizuna train offers` once offer exposures are ingested"
+}
+
+
 @dataclass(frozen=True)
 class Champions:
-    """The champion model of each kind and its registered version."""
+    """The champion model of each kind that could be loaded, and why the others are absent.
+
+    ``versions`` holds the loaded ones; ``missing`` the reason and remedy of every other
+    model; ``registry`` the champion versions the registry named at load time (None where
+    there was none), which the champion watcher compares with the registry's."""
 
     models: dict[str, Any]
     versions: dict[str, str]
+    missing: dict[str, str]
+    registry: dict[str, str | None]
 
     @classmethod
     def load(cls, settings: Settings) -> Champions:
-        """The registry's champions, set to predict with ``settings.score_threads``."""
-        models, versions = {}, {}
+        """The registry's champions, set to predict with ``settings.score_threads``.
+
+        Serves whichever champions exist; raises :class:`ServingError` only when there
+        is none at all."""
+        models, versions, missing, seen = {}, {}, {}, {}
         for name in MODEL_NAMES:
-            version = registry.champion_version(settings, name)
+            version = seen[name] = registry.champion_version(settings, name)
             if version is None:
-                raise ServingError(
-                    f"no champion for kizuna-{name} in {settings.tracking_uri}; "
-                    "run `kizuna train all` (or `make run`) first"
+                missing[name] = f"no champion registered for kizuna-{name}: {TO_TRAIN[name]}"
+                continue
+            try:
+                models[name] = registry.load(settings, name, version)
+            except Exception as exc:  # a broken version must not take the others down
+                log.exception("could not load kizuna-%s version %s", name, version)
+                missing[name] = (
+                    f"the champion kizuna-{name} version {version} could not be loaded "
+                    f"({type(exc).__name__}: {exc}): {TO_TRAIN[name]} or roll back with "
+                    f"`kizuna models rollback {name}`"
                 )
-            models[name] = registry.load(settings, name, version)
+                continue
             # Trained on one thread; scoring a whole customer base uses the machine.
             models[name].n_jobs = settings.score_threads
             versions[name] = version
-        return cls(models, versions)
+        if not models:
+            raise ServingError(
+                f"no champion model in {settings.tracking_uri} ("
+                + "; ".join(missing.values())
+                + "); run `kizuna train all` (or `make run`) first"
+            )
+        for reason in missing.values():
+            log.warning("serving without a model: %s", reason)
+        return cls(models, versions, missing, seen)
+
+    def require(self, names: tuple[str, ...], needed_by: str) -> None:
+        """Raise :class:`MissingModelError` when any of ``names`` is not served."""
+        absent = {n: self.missing[n] for n in names if n not in self.models}
+        if absent:
+            raise MissingModelError(absent, needed_by)
+
+    def missing_models(self) -> list[dict[str, str]]:
+        """The absent models as the API lists them: model, registered model, reason."""
+        return [
+            {"model": name, "registered_model": f"kizuna-{name}", "reason": reason}
+            for name, reason in self.missing.items()
+        ]
 
 
 def _clean(value: Any) -> Any:
@@ -118,31 +205,51 @@ def _arrays(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def score_frame(models: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
-    """Every model's outputs for every row of ``frame`` (one customer each), vectorized:
-    the columns of the score book and of ``kizuna score``'s file."""
-    churn = models["churn"].predict(frame)
-    timing = models["repurchase"].predict(frame)
-    value = models["value"].predict(frame)
+    """Every served model's outputs for every row of ``frame`` (one customer each),
+    vectorized: the columns of the score book and of ``kizuna score``'s file. An absent
+    model's columns are absent (``value_at_risk`` needs both churn and value)."""
     out = pd.DataFrame(
         {
             "customer_id": frame["customer_id"].astype(str),
             "features_at": pd.to_datetime(frame["event_timestamp"], utc=True),
-            "churn_probability": churn["churn_probability"].to_numpy(),
-            "risk_band": churn["risk_band"].to_numpy(),
-            "value_12m": value["predicted_value"].to_numpy(),
             "rfm_segment": frame["rfm_segment"].to_numpy(),
             "consent_profiling": frame["consent_profiling"].to_numpy(),
         }
     )
-    for column in timing.columns:
-        out[column] = timing[column].to_numpy()
-    out["value_at_risk"] = out["churn_probability"] * out["value_12m"]
-    expected = pd.to_timedelta(out["expected_days_to_next_purchase"], unit="D")
-    out["expected_next_purchase_at"] = out["features_at"] + expected
+    if "churn" in models:
+        churn = models["churn"].predict(frame)
+        out["churn_probability"] = churn["churn_probability"].to_numpy()
+        out["risk_band"] = churn["risk_band"].to_numpy()
+    if "value" in models:
+        value = models["value"].predict(frame)
+        out["value_predicted"] = value["predicted_value"].to_numpy()
+        # The value label's window: 365 days unless the history was too short for it.
+        out["value_window_days"] = int(models["value"].value_days)
+    if "repurchase" in models:
+        timing = models["repurchase"].predict(frame)
+        for column in timing.columns:
+            values = timing[column]
+            # A nullable flag (overdue) as True / False / None: the records are JSON.
+            nullable = isinstance(values.dtype, pd.BooleanDtype)
+            out[column] = values.to_numpy(object, na_value=None) if nullable else values.to_numpy()
+        # The median day and the P25-P75 range as moments; NaT beyond the model's horizon.
+        for at, days in _TIMING_AT.items():
+            out[at] = out["features_at"] + pd.to_timedelta(out[days], unit="D")
+    if "churn" in models and "value" in models:
+        out["value_at_risk"] = out["churn_probability"] * out["value_predicted"]
     for channel in ("email", "sms", "push"):
         out[f"consent_{channel}"] = frame[f"consent_{channel}"].to_numpy()
     out["days_since_last_contact"] = frame["days_since_last_contact"].to_numpy()
-    offers = models["offers"]
+    if "offers" in models:
+        _offer_columns(models["offers"], frame, out)
+    for column in PROFILE:
+        out[f"profile_{column}"] = frame[column].to_numpy()
+    return out
+
+
+def _offer_columns(offers: Any, frame: pd.DataFrame, out: pd.DataFrame) -> None:
+    """Add the offer model's columns to ``out``: per channel P(buy | no offer), and per
+    offer of the channel its uplift and P(buy | offer)."""
     for channel in ("email", "sms", "push"):
         mine = [o for o in offers.offers_ if offers.offer_channels_.get(o) == channel]
         if not mine:
@@ -152,9 +259,6 @@ def score_frame(models: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
         for offer in mine:
             out[f"uplift_{offer}"] = predicted[f"uplift_{offer}"].to_numpy()
             out[f"p_buy_{offer}"] = predicted[f"p_buy_{offer}"].to_numpy()
-    for column in PROFILE:
-        out[f"profile_{column}"] = frame[column].to_numpy()
-    return out
 
 
 @dataclass(frozen=True)
@@ -176,8 +280,10 @@ class _BookRows:
 
     @classmethod
     def of(cls, features: pd.DataFrame, table: pd.DataFrame, churn: Any) -> _BookRows:
-        """``features`` and their scores ``table`` (one customer per row), unexplained."""
-        return cls._derived(table, features, churn.matrix(features), [None] * len(table), {})
+        """``features`` and their scores ``table`` (one customer per row), unexplained
+        (``churn`` None: no churn model, so no reasons to explain)."""
+        matrix = np.empty((len(features), 0)) if churn is None else churn.matrix(features)
+        return cls._derived(table, features, matrix, [None] * len(table), {})
 
     @classmethod
     def _derived(cls, table, features, churn_matrix, reasons, json) -> _BookRows:
@@ -208,8 +314,13 @@ class _BookRows:
         )
 
     def explain(self, rows: list[int], churn: Any) -> None:
-        """Fill in the reasons of ``rows`` (one SHAP pass of the churn model over them)."""
+        """Fill in the reasons of ``rows`` (one SHAP pass of the churn model over them;
+        none without a churn model)."""
         if not rows:
+            return
+        if churn is None:
+            for i in rows:
+                self.reasons[i] = []
             return
         values = churn.contribution_values(self.churn_matrix[rows])
         names = churn.features_
@@ -232,11 +343,18 @@ class ScoreBook:
     the base rows, so it costs what the batch costs, not what the book holds; the layer is
     folded into the base once it holds more than :data:`FOLD_SHARE` of it.
 
+    Only the served champions score: an absent model's block of a record is None (see
+    :class:`Champions`). A customer with no order yet is marked ``cold_start``; one the lake
+    knows without a feature vector gets the scores of a brand-new customer (also
+    ``cold_start``); any other id raises :class:`UnknownCustomerError`.
+
     Args:
         champions: the models and their versions.
         features: one row per customer: ``customer_id``, ``event_timestamp`` (when the
             features were computed) and every feature of ``offers_v1``.
         now: the moment the book was built (freshness is measured from it).
+        without_vectors: customers the lake knows (a customer row, an order or an event)
+            who have no feature vector yet (:func:`customers_without_vectors`).
     """
 
     # The updated customers' layer is folded into the base beyond this share of it (or
@@ -244,11 +362,18 @@ class ScoreBook:
     FOLD_SHARE = 0.02
     FOLD_MIN = 5_000
 
-    def __init__(self, champions: Champions, features: pd.DataFrame, now: datetime) -> None:
+    def __init__(
+        self,
+        champions: Champions,
+        features: pd.DataFrame,
+        now: datetime,
+        without_vectors: Collection[str] = (),
+    ) -> None:
         started = time.perf_counter()
         self.champions = champions
         self.built_at = now
-        self._churn = champions.models["churn"]
+        self._without_vectors = frozenset(without_vectors)
+        self._churn = champions.models.get("churn")
         frame = features.reset_index(drop=True)
         base = _BookRows.of(frame, score_frame(champions.models, frame), self._churn)
         # (base rows, updated customers' rows or None, customers in all): swapped whole,
@@ -292,7 +417,8 @@ class ScoreBook:
         profiling = score["consent_profiling"]
         record: dict[str, Any] = {
             "customer_id": score["customer_id"],
-            "cold_start": False,
+            # No order yet: the models know the customer only from sign-up and engagement.
+            "cold_start": not score["profile_order_count_lifetime"],
             "scored": profiling is not False,
         }
         if not record["scored"]:
@@ -301,21 +427,35 @@ class ScoreBook:
         if rows.reasons[i] is None:
             rows.explain([i], self._churn)
         at = score["features_at"].to_pydatetime()
-        expected_at = score["expected_next_purchase_at"]
+        served = self.champions.models  # an absent model's block is None
         record.update(
             {
-                "churn": {"probability": score["churn_probability"], "band": score["risk_band"]},
-                "repurchase": {
+                "churn": {"probability": score["churn_probability"], "band": score["risk_band"]}
+                if "churn" in served
+                else None,
+                "repurchase": None
+                if "repurchase" not in served
+                else {
                     **{f"p_buy_{h}d": score[f"p_buy_{h}d"] for h in HORIZONS},
-                    "expected_days": score["expected_days_to_next_purchase"],
-                    "expected_date": None
-                    if expected_at is None
-                    else expected_at.date().isoformat(),
+                    "median_days": score["median_days_to_next_purchase"],
+                    **{
+                        key: None if score[at] is None else score[at].date().isoformat()
+                        for key, at in _TIMING_DATES.items()
+                    },
+                    "unlikely_within_days": HORIZON_DAYS
+                    if score["buy_unlikely_within_horizon"]
+                    else None,
+                    "overdue": score["overdue"],
                 },
-                "value_12m": score["value_12m"],
-                "value_at_risk": score["value_at_risk"],
+                "value": {
+                    "predicted": score["value_predicted"],
+                    "window_days": score["value_window_days"],
+                }
+                if "value" in served
+                else None,
+                "value_at_risk": score.get("value_at_risk"),
                 "rfm_segment": score["rfm_segment"],
-                "reasons": rows.reasons[i],
+                "reasons": rows.reasons[i] if "churn" in served else None,
                 "model_versions": dict(self.champions.versions),
                 "features_as_of": at.isoformat(),
                 "feature_age_hours": round((self.built_at - at) / timedelta(hours=1), 2),
@@ -388,10 +528,19 @@ class ScoreBook:
                 outputs[name] = _clean(values[i])
         return outputs, profile
 
+    def knows(self, customer_id: str) -> bool:
+        """Whether the customer has scores or at least a cold-start record here."""
+        return customer_id in self._without_vectors or self._find(customer_id)[0] is not None
+
     def offer_inputs(self, customer_id: str) -> tuple[dict, dict]:
-        """The offer model's outputs and the rule inputs of one customer (cold start when
-        unknown): ``uplift_<offer>``, ``p_buy_<offer>``, ``p_buy_control_<channel>``."""
+        """The offer model's outputs and the rule inputs of one customer (a brand-new
+        customer's without a feature vector): ``uplift_<offer>``, ``p_buy_<offer>``,
+        ``p_buy_control_<channel>``. Raises :class:`MissingModelError` without an offer
+        model, :class:`UnknownCustomerError` for a customer Kizuna has never seen."""
+        self.champions.require(("offers",), "the next best offer")
         rows, i = self._find(customer_id)
+        if rows is None and customer_id not in self._without_vectors:
+            raise UnknownCustomerError(customer_id)
         outputs, profile = self._cold_offer if rows is None else self._offer_row(rows, i)
         outputs = {**outputs, "mean_order_value": self.mean_order_value}
         return outputs, profile
@@ -408,9 +557,12 @@ class ScoreBook:
         return cached
 
     def score(self, customer_id: str) -> dict[str, Any]:
-        """The record of one customer; the cold-start record when unknown."""
+        """The record of one customer: a brand-new customer's for one without a feature
+        vector; :class:`UnknownCustomerError` for one Kizuna has never seen."""
         rows, i = self._find(customer_id)
         if rows is None:
+            if customer_id not in self._without_vectors:
+                raise UnknownCustomerError(customer_id)
             return {**self.cold_start, "customer_id": customer_id}
         return self._record(rows, i)
 
@@ -467,6 +619,27 @@ def latest_vectors(settings: Settings, at: datetime | None = None) -> pd.DataFra
         frame["last_order_epoch"].isna(), frame["days_since_last_order"], since.clip(lower=0)
     )
     return frame
+
+
+def customers_without_vectors(settings: Settings, vectors: pd.DataFrame) -> set[str]:
+    """The customers the lake knows (a customer row, an order or an event) who have no
+    row in ``vectors``: signed up or seen after the latest snapshot."""
+    import duckdb
+
+    from kizuna.features.lake import Lake
+
+    lake = Lake(settings)
+    con = duckdb.connect()
+    con.register("vectors", vectors[["customer_id"]])
+    known = " UNION ".join(
+        f"SELECT customer_id FROM {lake.relation_sql(kind)}"
+        for kind in ("customers", "orders", "events")
+    )
+    rows = con.execute(
+        f"SELECT DISTINCT customer_id FROM ({known}) WHERE customer_id IS NOT NULL "
+        "AND customer_id NOT IN (SELECT customer_id FROM vectors)"
+    ).fetchall()
+    return {str(row[0]) for row in rows}
 
 
 def online_frame(settings: Settings, customer_ids: list[str], store: Any = None) -> pd.DataFrame:

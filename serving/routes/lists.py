@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from kizuna.serving.deps import Book, ListsKey
+from kizuna.serving.errors import MODEL_MISSING
 from kizuna.serving.lists import ListFilter, at_risk, due_to_repurchase, to_csv, to_records
 
 router = APIRouter(prefix="/v1/lists", tags=["lists"])
@@ -30,7 +31,9 @@ class Narrowing:
 
     def __init__(
         self,
-        min_value: float = Query(0.0, ge=0, description="Lowest 12-month value."),
+        min_value: float = Query(
+            0.0, ge=0, description="Lowest predicted value (over `value_window_days`)."
+        ),
         segment: list[str] | None = Query(None, description="RFM segment(s) to keep."),
         channel: Literal["email", "sms", "push"] | None = Query(
             None, description="Keep only customers who consent to this channel."
@@ -62,8 +65,10 @@ Narrow = Annotated[Narrowing, Depends()]
 @router.get(
     "/at-risk",
     summary="Customers at risk, most value at risk first",
-    description="Customers by value at risk (churn probability times 12-month value), with "
-    "the reasons for each. CSV columns are documented in docs/serving.md.",
+    description="Customers by value at risk (churn probability times predicted value over "
+    "the value model's window, `value_window_days`), with the reasons for each. CSV columns "
+    "are documented in docs/serving.md. Needs the churn and value models (503 without).",
+    responses={503: MODEL_MISSING},
 )
 def at_risk_list(
     book: Book,
@@ -78,7 +83,9 @@ def at_risk_list(
     "/due-to-repurchase",
     summary="Customers due to buy again, soonest first",
     description="Customers whose expected next purchase falls within `due_within_days` "
-    "(or is already past), soonest first.",
+    "(or is already past), soonest first. Needs the repurchase model, and the churn or "
+    "value model when `min_churn` or `min_value` is above 0 (503 without).",
+    responses={503: MODEL_MISSING},
 )
 def due_list(
     book: Book,

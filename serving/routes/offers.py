@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from kizuna.serving.decisions import decide
 from kizuna.serving.deps import Book, require
-from kizuna.serving.errors import Problem
+from kizuna.serving.errors import MODEL_MISSING, Problem, documented
 
 router = APIRouter(prefix="/v1", tags=["offers"])
 OffersKey = Depends(require("offers"))
@@ -47,8 +47,13 @@ class NextBestRequest(BaseModel):
         "reason; `no_offer` when nothing adds value. Consent, validity, eligibility, the "
         "weekly contact cap, the per-offer cooldown and the optional budget apply. The "
         "decision has an id and the probability with which its action was chosen (a small "
-        "exploration share is random), and is logged for off-policy evaluation."
+        "exploration share is random), and is logged for off-policy evaluation. A customer "
+        "without a feature vector yet gets the offers of a new customer (`cold_start`)."
     ),
+    responses={
+        404: documented("Kizuna has never seen the customer: ingest them or send an event"),
+        503: MODEL_MISSING,
+    },
 )
 def next_best(request: Request, book: Book, body: NextBestRequest, _=OffersKey) -> dict[str, Any]:
     state = request.app.state

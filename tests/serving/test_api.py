@@ -28,6 +28,7 @@ def test_health_and_readiness_need_no_key(server) -> None:
     ready = httpx.get(f"{server.url}/readyz").json()
     assert ready["status"] == "ready" and ready["customers"] > 1_000
     assert set(ready["models"]) == {"churn", "repurchase", "value", "offers"}
+    assert ready["missing_models"] == []
     assert 0.0 <= ready["reasons_ready"] <= 1.0
 
 
@@ -36,17 +37,29 @@ def test_scores_of_known_customers(server, customers) -> None:
     with server.client("score") as c:
         response = c.post("/v1/scores", json={"customer_ids": ids})
     assert response.status_code == 200
-    scores = response.json()["scores"]
+    body = response.json()
+    assert body["unknown_customers"] == [] and body["missing_models"] == []
+    scores = body["scores"]
     assert [s["customer_id"] for s in scores] == ids
     versions = {n: registry.champion_version(server.settings, n) for n in ["churn", "value"]}
+    window = registry.load(server.settings, "value").value_days
     for s in scores:
         assert s["cold_start"] is False and s["scored"] is True
         assert 0 <= s["churn"]["probability"] <= 1
         assert s["churn"]["band"] in {"low", "medium", "high"}
         p = [s["repurchase"][f"p_buy_{h}d"] for h in (7, 14, 30, 60, 90)]
         assert p == sorted(p) and p[0] >= 0 and p[-1] <= 1
-        assert s["repurchase"]["expected_date"] >= s["features_as_of"][:10]
-        assert s["value_at_risk"] == pytest.approx(s["churn"]["probability"] * s["value_12m"])
+        timing = s["repurchase"]
+        days = [timing[f"expected_date{k}"] for k in ("_p25", "", "_p75")]
+        dated = [d for d in days if d is not None]
+        assert dated == sorted(dated) and all(d >= s["features_as_of"][:10] for d in dated)
+        # No median day exactly when a purchase within 90 days is less likely than not.
+        assert (days[1] is None) == (timing["unlikely_within_days"] == 90) == (p[-1] < 0.5)
+        assert timing["overdue"] in (True, False, None)
+        assert s["value"]["window_days"] == window and s["value"]["predicted"] >= 0
+        assert s["value_at_risk"] == pytest.approx(
+            s["churn"]["probability"] * s["value"]["predicted"]
+        )
         assert s["reasons"] and all(isinstance(r, str) and r for r in s["reasons"])
         assert s["model_versions"]["churn"] == versions["churn"]
         assert s["model_versions"]["value"] == versions["value"]
@@ -61,11 +74,27 @@ def test_the_riskiest_customer_has_a_recency_reason(server, customers) -> None:
     assert any("no order for" in r or "orders" in r for r in record["reasons"]), record
 
 
-def test_unknown_customer_gets_cold_start_scores(server) -> None:
+def test_a_never_seen_customer_is_a_404_problem(server) -> None:
     with server.client("score") as c:
-        (record,) = c.post("/v1/scores", json={"customer_ids": ["never-seen"]}).json()["scores"]
-    assert record["cold_start"] is True and record["customer_id"] == "never-seen"
-    assert 0 <= record["churn"]["probability"] <= 1
+        response = c.post("/v1/scores", json={"customer_ids": ["never-seen"]})
+    assert response.status_code == 404 and response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["unknown_customers"] == ["never-seen"] and problem["field"] == "customer_ids"
+    assert "unknown customer 'never-seen'" in problem["detail"]
+    assert "send an event" in problem["detail"]
+
+
+def test_a_batch_answers_its_known_customers_and_lists_the_unknown(server, customers) -> None:
+    known = customers["customer_id"].head(2).tolist()
+    with server.client("score") as c:
+        body = c.post(
+            "/v1/scores", json={"customer_ids": [known[0], "nobody-1", known[1], "nobody-2"]}
+        ).json()
+        both = c.post("/v1/scores", json={"customer_ids": ["nobody-1", "nobody-2"]})
+    assert [s["customer_id"] for s in body["scores"]] == known
+    assert body["unknown_customers"] == ["nobody-1", "nobody-2"]
+    assert both.status_code == 404 and both.json()["unknown_customers"] == ["nobody-1", "nobody-2"]
+    assert "none of the 2 customers" in both.json()["detail"]
 
 
 def test_profiling_opt_out_gets_no_scores(server, trained_home, sim_world) -> None:
@@ -178,6 +207,7 @@ def test_due_to_repurchase_is_soonest_first(server) -> None:
         rows = c.get("/v1/lists/due-to-repurchase", params={"due_within_days": 30}).json()
     dates = [r["expected_next_purchase_date"] for r in rows["customers"]]
     assert dates and dates == sorted(dates)
+    assert all(r["unlikely_within_days"] is None for r in rows["customers"])
 
 
 def test_csv_lists_parse_back_with_their_documented_columns(server) -> None:

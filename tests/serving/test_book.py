@@ -4,11 +4,13 @@ customers without disturbing the others."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from kizuna.serving.lists import ListFilter, due_to_repurchase
 from kizuna.serving.scoring import Champions, ScoreBook, latest_vectors
 
 
@@ -65,8 +67,12 @@ def test_an_update_rescores_its_customers_and_keeps_the_others(parts) -> None:
     after = book.score(changed)
     assert after["churn"]["probability"] < before_changed["churn"]["probability"]
     assert any(r.startswith("no order for") for r in before_changed["reasons"])
-    # Explained from the new row (this test changed one recency feature, not the rest).
-    assert any(r.startswith("no order for 0 days") for r in after["reasons"])
+    # Explained from the new row: the old recency is no reason any more (a recency reason,
+    # if any is left, reads the new value).
+    stale = [r for r in before_changed["reasons"] if r.startswith("no order for")]
+    assert not set(stale) & set(after["reasons"])
+    recency = [r for r in after["reasons"] if r.startswith("no order for")]
+    assert all(r.startswith("no order for 0 days") for r in recency)
     assert len(book) == len(frame) and len(book.table) == len(frame)
     assert book.table["customer_id"].is_unique
     assert book.score_json(other) == before_other_json
@@ -101,3 +107,48 @@ def test_layered_and_folded_updates_equal_a_book_built_from_the_final_features(p
     )
     unchanged = ScoreBook(champions, frame, now).table["churn_probability"].to_numpy()
     assert (oracle.table["churn_probability"].to_numpy()[updated] != unchanged[updated]).any()
+
+
+def test_timing_dates_the_median_and_flags_the_unlikely_and_the_overdue(parts) -> None:
+    champions, frame = parts
+    # Built when the features were computed: "within 14 days" counts from then.
+    book = ScoreBook(champions, frame, frame["event_timestamp"].max().to_pydatetime())
+    table = book.table.merge(
+        frame[["customer_id", "days_since_last_order", "gap_median_days"]], on="customer_id"
+    )
+    unlikely = table["buy_unlikely_within_horizon"].astype(bool)
+    assert 0 < unlikely.mean() < 1
+    # The median as a moment; none beyond the 90-day horizon (no extrapolated dates).
+    at = table["expected_next_purchase_at"]
+    assert at[unlikely].isna().all() and at[~unlikely].notna().all()
+    days = (at - table["features_at"]).dt.total_seconds() / 86_400
+    np.testing.assert_allclose(
+        days[~unlikely], table.loc[~unlikely, "median_days_to_next_purchase"], rtol=1e-9
+    )
+    assert (days[~unlikely] <= 90).all()
+    assert (table.loc[~unlikely, "expected_next_purchase_p25_at"] <= at[~unlikely]).all()
+    late = table["expected_next_purchase_p75_at"]
+    assert (late[late.notna()] >= at[late.notna()]).all() and late[unlikely].isna().all()
+    # Overdue: past the customer's own median gap, unknown without one.
+    has_gap = table["gap_median_days"].notna()
+    past = table["days_since_last_order"] > table["gap_median_days"]
+    assert table.loc[~has_gap, "overdue"].isna().all()
+    assert table.loc[has_gap, "overdue"].tolist() == past[has_gap].tolist()
+    assert 0 < past[has_gap].mean() < 1
+    scored = table["consent_profiling"].fillna(True).astype(bool)
+    for flagged in (True, False):
+        row = table[scored & (unlikely == flagged) & has_gap].iloc[0]
+        record = json.loads(book.score_json(row["customer_id"]))["repurchase"]
+        assert record["unlikely_within_days"] == (90 if flagged else None)
+        assert record["expected_date"] == (None if flagged else f"{at[row.name]:%Y-%m-%d}")
+        assert record["overdue"] is bool(row["days_since_last_order"] > row["gap_median_days"])
+    # Due: the median within 14 days, or overdue and still likely within 90 days.
+    due = due_to_repurchase(book, ListFilter(limit=100_000), 14)
+    soon = at <= pd.Timestamp(book.built_at + timedelta(days=14))
+    overdue_likely = table["overdue"].eq(True) & ~unlikely
+    assert set(due["customer_id"]) == set(
+        table.loc[scored & (soon | overdue_likely), "customer_id"]
+    )
+    assert (scored & overdue_likely).any() and (scored & soon).any()
+    assert due["expected_next_purchase_date"].notna().all()
+    assert due["unlikely_within_days"].isna().all()
