@@ -106,6 +106,29 @@ def value_report(actual, predicted) -> dict[str, float]:
     }
 
 
+def count_report(actual_purchase_days, expected_purchases) -> dict[str, float]:
+    """How well expected purchase counts forecast the purchase days that followed.
+
+    Returns:
+        ``mae_purchases`` (mean absolute error per customer), ``forecast_total`` and
+        ``actual_total`` (sums over customers) and ``aggregate_abs_pct_error``
+        (100 * |forecast_total / actual_total - 1|, NaN when nobody bought).
+    """
+    actual = np.asarray(actual_purchase_days, dtype=float)
+    expected = np.asarray(expected_purchases, dtype=float)
+    if actual.shape != expected.shape:
+        raise ValueError("actual and expected purchases must have the same length")
+    if len(actual) == 0:
+        raise ValueError("nothing to evaluate: the holdout is empty")
+    forecast, total = float(expected.sum()), float(actual.sum())
+    return {
+        "mae_purchases": float(np.abs(actual - expected).mean()),
+        "forecast_total": forecast,
+        "actual_total": total,
+        "aggregate_abs_pct_error": 100 * abs(forecast / total - 1) if total else float("nan"),
+    }
+
+
 def qini_curve(y, treated, uplift) -> tuple[np.ndarray, np.ndarray]:
     """Qini curve: (share targeted, incremental responders) ranking by predicted uplift.
 
