@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The pinned versions tested together; pip installs exactly these.
 CONSTRAINTS := constraints.txt
 
-.PHONY: run test lint format install clean bench bench-quality bench-serving docs
+.PHONY: run test test-fast lint format install clean bench bench-quality bench-serving docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: $(STAMP)
 ## test: the whole test suite (tests needing ../shared/data skip without it)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## test-fast: the code-level tests only (no slow, real-data or service tests)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not shared"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -48,7 +52,8 @@ bench-serving: $(STAMP)
 	$(BIN)/python benchmarks/batch_score.py --customers 1000000 --repeat 3
 	$(BIN)/python benchmarks/score_book.py --customers 1000000
 
-## bench-quality: the models against the BTYD and uplift baselines on the real datasets
+## bench-quality: `kizuna ingest` + `kizuna backtest` on the real datasets, beside BG/NBD,
+## Pareto/NBD and Gamma-Gamma from the same run (the product's own path)
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality_cdnow.py
 	$(BIN)/python benchmarks/quality_cdnow.py --sample

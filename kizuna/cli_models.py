@@ -216,12 +216,22 @@ def backtest_command(
         str | None,
         typer.Option(help="Churn horizon: 90d, 13w (default: from the data before the cutoff)."),
     ] = None,
-    value_days: Annotated[int, typer.Option(min=7, help="Window of the value label.")] = 365,
+    value_days: Annotated[
+        int | None,
+        typer.Option(min=7, help="Window of the value label (default: the horizon)."),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Folder for the results (default $KIZUNA_HOME/backtests/<cutoff>)."),
     ] = None,
     model: Annotated[str, typer.Option(help="churn, repurchase, value, offers or all.")] = "all",
+    every: Annotated[
+        str, typer.Option(help="Spacing of the training snapshots built when missing.")
+    ] = "7d",
+    scheme: Annotated[
+        str,
+        typer.Option(help="Cutoff split: auto, apart (windows apart) or expanding (short data)."),
+    ] = "auto",
 ) -> None:
     """Train every model only on data before a cutoff, score every customer at it, and
     compare with what happened after it, next to the baselines.
@@ -230,9 +240,15 @@ def backtest_command(
     and `metrics.txt` (every model and baseline) and `backtest.json` to the folder.
     Nothing is registered in MLflow.
 
+    With a short history (a year of orders and a long horizon) the models train on
+    expanding weekly cutoffs with labels cut at the held-out cutoff; the output says which
+    scheme each model used and why.
+
     Example:
 
         kizuna backtest --cutoff 2025-06-01 --horizon 90d
+        kizuna ingest --preset online-retail export.csv.gz && \
+            kizuna backtest --cutoff 2010-09-09 --horizon 92d
     """
     from kizuna.cli_features import parse_day
     from kizuna.training.backtest import backtest
@@ -244,12 +260,28 @@ def backtest_command(
     day = parse_day(cutoff, "--cutoff")
     moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
     folder = out or settings.home_dir / "backtests" / f"{day:%Y-%m-%d}"
+    from kizuna.cli_features import parse_every
+
+    if scheme not in ("auto", "apart", "expanding"):
+        fail(f"unknown scheme {scheme!r}; choose auto, apart or expanding")
+    days = parse_horizon(horizon)
     config = TrainConfig(
-        seed=settings.seed, churn_horizon_days=parse_horizon(horizon), value_days=value_days
+        seed=settings.seed,
+        churn_horizon_days=days,
+        value_days=value_days or days or 365,
+        split_scheme=scheme,
     )
     names = MODEL_NAMES if model == "all" else (model,)
     try:
-        report = backtest(settings, moment, folder, config, names, progress=step_printer())
+        report = backtest(
+            settings,
+            moment,
+            folder,
+            config,
+            names,
+            every_days=parse_every(every).days,
+            progress=step_printer(),
+        )
     except (TrainingError, ValueError) as exc:
         fail(str(exc))
     if not report.metrics.empty:

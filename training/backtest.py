@@ -23,7 +23,7 @@ from kizuna.features.compute import Tables, build_feature_files, cutoff_range
 from kizuna.features.lake import Lake
 from kizuna.settings import Settings
 from kizuna.training.dataset import KEYS, exposure_training_frame, outcome_training_frame
-from kizuna.training.labels import data_end
+from kizuna.training.labels import LabelError, data_end
 from kizuna.training.trainer import (
     MODEL_NAMES,
     TrainConfig,
@@ -51,16 +51,20 @@ class BacktestReport:
 
 def _ensure_snapshots(settings: Settings, data_start: datetime, cutoff: datetime, every: int):
     """A snapshot at the cutoff, and training snapshots every ``every`` days before it
-    when fewer than six exist."""
+    where fewer than half of those exist; then the Feast registry is brought up to date
+    (a fresh ingest has never been applied)."""
+    from kizuna.features.store import apply
+
     have = set(snapshot_cutoffs_or_none(settings))
     wanted = [cutoff]
-    if len([c for c in have if c < cutoff]) < 6:
-        first, last = (data_start + timedelta(days=every)).date(), cutoff.date()
-        if first <= last:
-            wanted += cutoff_range(first, last, timedelta(days=every))
+    first, last = (data_start + timedelta(days=every)).date(), cutoff.date()
+    grid = cutoff_range(first, last, timedelta(days=every)) if first <= last else []
+    if len([c for c in have if c < cutoff]) < len(grid) / 2:
+        wanted += grid
     missing = sorted({c for c in wanted if c not in have})
     if missing:
         build_feature_files(settings, missing)
+    apply(settings)
 
 
 def snapshot_cutoffs_or_none(settings: Settings) -> list[datetime]:
@@ -115,15 +119,23 @@ def backtest(
     horizon = past.horizon.days
     config = replace(config, churn_horizon_days=horizon)
     say(f"training on data up to {cutoff:%Y-%m-%d} (churn horizon {horizon} days)")
-    fitted, notes = {}, []
+    fitted, notes = {}, list(past.notes)
     for name in models:
         try:
             churn = fitted.get("churn")
             fitted[name] = train(
                 past, name, progress=say, churn_model=churn.model if churn else None
             )
-        except TrainingError as exc:
+        except (TrainingError, LabelError) as exc:
             notes.append(f"{name}: not trained: {exc}")
+            say(notes[-1])
+    left = (end - cutoff).total_seconds() / 86_400
+    for what, days in (("churn", horizon), ("value", past.value_days)):
+        if days > left:
+            notes.append(
+                f"{what}: the outcome window is cut to {left:.1f} of {days} days: the data "
+                f"end {end:%Y-%m-%d %H:%M}"
+            )
             say(notes[-1])
     say(f"scoring every customer as of {cutoff:%Y-%m-%d}")
     frames: dict[str, pd.DataFrame] = {}
@@ -136,8 +148,10 @@ def backtest(
             rows = rows[(sent > cutoff) & (sent <= cutoff + timedelta(days=horizon))]
         else:
             if service not in frames:
+                # A window a few days past the end of the data is scored on the days
+                # there are (the rows' label_window_days say how many; so do the notes).
                 frames[service] = outcome_training_frame(
-                    settings, con, full, service, [cutoff], horizon, config.value_days
+                    settings, con, full, service, [cutoff], horizon, past.value_days, True
                 )
             rows = frames[service]
             predicted = result.model.predict(rows)
@@ -154,11 +168,21 @@ def backtest(
             notes.append(f"{name}: not evaluated at the cutoff ({exc}); the outcome is not known")
             say(notes[-1])
             continue
+        for scorer, why in table.attrs.get("baseline_notes", {}).items():
+            notes.append(f"{name}: baseline {scorer} not fitted: {why}")
+            say(notes[-1])
         table.insert(0, "model", name)
         tables.append(table.rename_axis("scorer").reset_index())
-    labels = frames.get("churn_v1")
+    # Every outcome frame holds the same labels; whichever models ran, one of them.
+    labels = next(iter(frames.values()), None)
     if scores is not None and labels is not None:
-        outcome_columns = ["churned", "repurchased", "days_to_next_purchase", "future_value"]
+        outcome_columns = [
+            "churned",
+            "repurchased",
+            "days_to_next_purchase",
+            "future_value",
+            "future_purchase_days",
+        ]
         scores = scores.merge(labels[[*KEYS, *outcome_columns]], on=KEYS, how="left")
     metrics = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +196,8 @@ def backtest(
             {
                 "cutoff": cutoff.isoformat(),
                 "churn_horizon_days": horizon,
-                "value_days": config.value_days,
+                "value_days": past.value_days,
+                "split": {n: [r.split.scheme, r.split.reason] for n, r in fitted.items()},
                 "models": list(fitted),
                 "notes": notes,
                 "params": {n: r.params for n, r in fitted.items()},

@@ -16,6 +16,8 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
 from kizuna.training.base import MODEL_ROW, lgb_matrix, lgb_threads, model_inputs
+from kizuna.training.btyd_features import COLUMNS as BTYD_COLUMNS
+from kizuna.training.btyd_features import BtydFeatures
 from kizuna.training.evaluate import classification_report
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class ChurnModel:
         num_leaves: int = 31,
         min_child_samples: int = 50,
         band_edges: tuple[float, float] = (0.3, 0.6),
+        window_days: float = 90.0,
         seed: int = 7,
         n_jobs: int | None = 1,
     ) -> None:
@@ -71,6 +74,7 @@ class ChurnModel:
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
         self.band_edges = band_edges
+        self.window_days = window_days
         self.seed = seed
         self.n_jobs = n_jobs
 
@@ -81,7 +85,12 @@ class ChurnModel:
         so :func:`evaluate` can compare probabilities with probabilities.
         """
         train, valid = labelled(train), labelled(valid)
-        self.features_ = list(features)
+        # BG/NBD's reading of each row's own window: the horizon carried past the label
+        # windows training saw (short histories train on truncated ones).
+        self.btyd_ = BtydFeatures(self.window_days).fit(pd.concat([train, valid]))
+        train, valid = self.btyd_.transform(train), self.btyd_.transform(valid)
+        self.input_features_ = [f for f in features if f not in BTYD_COLUMNS]
+        self.features_ = [*self.input_features_, *BTYD_COLUMNS]
         y_train = train[LABEL].astype(int).to_numpy()
         y_valid = valid[LABEL].astype(int).to_numpy()
         self.booster_ = lgb.LGBMClassifier(
@@ -109,9 +118,13 @@ class ChurnModel:
         log.info("churn: %d rounds, train rate %.3f", self.best_iteration_, self.base_rate_)
         return self
 
+    def with_btyd(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with the BG/NBD columns for the model's window (or the rows' own)."""
+        return self.btyd_.transform(frame)
+
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated P(churn) per row."""
-        x = model_inputs(frame, self.features_)
+        x = model_inputs(self.with_btyd(frame), self.features_)
         raw = self.booster_.predict_proba(x, num_threads=lgb_threads(self.n_jobs))[:, 1]
         return self.calibrator_.predict(raw)
 
@@ -131,7 +144,7 @@ class ChurnModel:
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The rows as the booster's float matrix (:func:`lgb_matrix`): built once, rows
         of it can be explained later without typing a frame again."""
-        x = model_inputs(frame, self.features_)
+        x = model_inputs(self.with_btyd(frame), self.features_)
         return lgb_matrix(x, self.booster_.booster_.pandas_categorical)
 
     def contribution_values(self, matrix: np.ndarray) -> np.ndarray:

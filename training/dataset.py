@@ -10,10 +10,11 @@ and test so that no label window of an earlier part reaches into a later part.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from kizuna.features.compute import Tables
@@ -37,14 +38,16 @@ def outcome_training_frame(
     cutoffs: Sequence[datetime],
     churn_horizon_days: int,
     value_days: int = 365,
+    truncate: bool = False,
 ) -> pd.DataFrame:
     """Features of ``service`` at each cutoff plus the outcome labels after it.
 
     One row per customer with an order at or before the cutoff; label columns as in
     :func:`kizuna.training.labels.outcome_frame` (nullable where the window runs past
-    the data). The snapshots of ``cutoffs`` must have been built and applied.
+    the data, or cut at its end with ``truncate``). The snapshots of ``cutoffs`` must have
+    been built and applied.
     """
-    labels = outcome_frame(con, tables, cutoffs, churn_horizon_days, value_days)
+    labels = outcome_frame(con, tables, cutoffs, churn_horizon_days, value_days, truncate)
     feats = training_frame(settings, labels[KEYS], service)
     return feats.merge(labels, on=KEYS, how="inner").reset_index(drop=True)
 
@@ -71,14 +74,31 @@ def exposure_training_frame(
     return exposures.merge(feats, on=KEYS, how="left").reset_index(drop=True)
 
 
+#: The two ways cutoffs are split (TimeSplit.scheme).
+APART, EXPANDING = "windows apart", "expanding windows"
+#: Fewest training cutoffs the windows-apart scheme must leave before expanding is used.
+MIN_TRAIN_CUTOFFS = 3
+
+
 @dataclass(frozen=True)
 class TimeSplit:
-    """Whole cutoffs per part; each part's label windows end before the next part starts."""
+    """Whole cutoffs per part, and how their labels are kept from the later parts.
+
+    ``windows apart``: each part's label windows end before the next part starts.
+    ``expanding windows`` (short histories): there is no validation part in time; the
+    training labels are cut at the test cutoff (``train_label_end``), so no training label
+    sees the test period, and validation is a customer-grouped share of the training rows;
+    the deployed model is refitted on ``refit`` (every cutoff, labels cut at the data end).
+    """
 
     train: list[datetime]
     valid: list[datetime]
     test: list[datetime]
     label_days: int
+    scheme: str = APART
+    reason: str = ""
+    train_label_end: datetime | None = None
+    refit: list[datetime] = field(default_factory=list)
 
     def part(self, frame: pd.DataFrame, name: str, column: str = "event_timestamp"):
         """The rows of ``frame`` whose cutoff belongs to part ``name``."""
@@ -115,7 +135,94 @@ def time_split(
             f"the labelled cutoffs span {span} days. Build snapshots further back "
             "(kizuna features build --every 7d --from ...) or use a shorter horizon"
         )
-    return TimeSplit(train=train, valid=valid_cuts, test=[test], label_days=label_days)
+    return TimeSplit(
+        train=train,
+        valid=valid_cuts,
+        test=[test],
+        label_days=label_days,
+        reason=f"{len(train)} training cutoffs fit with {label_days}-day windows apart",
+    )
+
+
+def expanding_split(
+    cutoffs: Sequence[datetime], label_days: int, data_end: datetime, min_label_days: int
+) -> TimeSplit:
+    """The short-history split: every cutoff trains, on labels cut at the test cutoff.
+
+    Test is the latest cutoff whose full window has closed, or, when none has, the latest
+    whose window holds ``min_label_days`` (its label then covers fewer days, which the
+    reason says). Training takes every earlier cutoff at least ``min_label_days`` before
+    the test cutoff; their windows are cut there (``train_label_end``). Refit takes every
+    cutoff at least ``min_label_days`` before the end of the data.
+
+    Raises:
+        LabelError: when not even that fits; the message says how much history is needed.
+    """
+    least = timedelta(days=min_label_days)
+    ordered = sorted(set(cutoffs))
+    full = [c for c in ordered if c + timedelta(days=label_days) <= data_end]
+    some = [c for c in ordered if c + least <= data_end]
+    test = full[-1] if full else (some[-1] if some else None)
+    train = [c for c in ordered if test is not None and c + least <= test]
+    if test is None or not train:
+        raise LabelError(
+            f"no two cutoffs lie {min_label_days}+ days apart before the end of the data "
+            f"({data_end:%Y-%m-%d}); build weekly snapshots (kizuna features build --every "
+            "7d --from <first order date>) or ingest a longer history"
+        )
+    closed = "closed" if full else f"truncated to {(data_end - test).days} days"
+    reason = (
+        f"the data cannot hold train, validation and test {label_days}-day windows apart "
+        f"with {MIN_TRAIN_CUTOFFS}+ training cutoffs: {len(train)} expanding cutoffs train "
+        f"on labels cut at the test cutoff {test:%Y-%m-%d} (its window {closed}), "
+        "validation is a customer-grouped 20% of their rows, and the deployed model is "
+        "refitted on every cutoff, labels cut at the end of the data"
+    )
+    return TimeSplit(
+        train=train,
+        valid=[],
+        test=[test],
+        label_days=label_days,
+        scheme=EXPANDING,
+        reason=reason,
+        train_label_end=test,
+        refit=some,
+    )
+
+
+def choose_split(
+    cutoffs: Sequence[datetime],
+    label_days: int,
+    data_end: datetime,
+    scheme: str = "auto",
+    min_label_days: int | None = None,
+) -> TimeSplit:
+    """Windows apart where the history holds it with enough training cutoffs (or when
+    ``scheme`` says so), expanding windows otherwise (``scheme``: auto, apart, expanding)."""
+    least = min_label_days or max(7, min(28, label_days // 3))
+    if scheme == "expanding":
+        return expanding_split(cutoffs, label_days, data_end, least)
+    try:
+        split = time_split(cutoffs, label_days, data_end)
+    except LabelError:
+        if scheme == "apart":
+            raise
+        return expanding_split(cutoffs, label_days, data_end, least)
+    if scheme == "auto" and len(split.train) < MIN_TRAIN_CUTOFFS:
+        return expanding_split(cutoffs, label_days, data_end, least)
+    return split
+
+
+def customer_split(
+    frame: pd.DataFrame, valid_share: float = 0.2, seed: int = 7
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and validation rows split by customer (all cutoffs of a customer on one
+    side), so one customer's overlapping windows never validate each other."""
+    customers = np.sort(frame["customer_id"].astype(str).unique())
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(customers, size=round(valid_share * len(customers)), replace=False))
+    in_valid = frame["customer_id"].astype(str).isin(chosen)
+    return frame[~in_valid], frame[in_valid]
 
 
 def send_split(
@@ -169,6 +276,15 @@ def check_no_leakage(split: TimeSplit) -> None:
         LeakageError: naming the overlapping parts and by how much.
     """
     window = timedelta(days=split.label_days)
+    if split.scheme == EXPANDING:
+        if split.train_label_end is None or split.train_label_end > min(split.test):
+            raise LeakageError(
+                "an expanding split must cut its training labels at the test cutoff "
+                f"{min(split.test):%Y-%m-%d}; they end at {split.train_label_end}"
+            )
+        if max(split.train) >= min(split.test):
+            raise LeakageError("a training cutoff lies at or after the test cutoff")
+        return
     for earlier, later in (("train", "valid"), ("valid", "test")):
         last, first = max(getattr(split, earlier)), min(getattr(split, later))
         if last + window > first:

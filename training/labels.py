@@ -86,6 +86,7 @@ def outcome_frame(
     cutoffs: Sequence[datetime],
     churn_horizon_days: int,
     value_days: int = 365,
+    truncate: bool = False,
 ) -> pd.DataFrame:
     """Churn, time-to-next-purchase and value labels per (customer, cutoff).
 
@@ -93,40 +94,67 @@ def outcome_frame(
     never bought cannot stop buying). Columns: ``customer_id``, ``event_timestamp`` (the
     cutoff), ``churned`` (nullable boolean: null when (t, t+H] runs past the data),
     ``days_to_next_purchase`` and ``repurchased`` (false = censored at the end of the data),
-    ``future_value`` (spend in the next ``value_days``; null when they run past the data).
+    ``observed_days`` (how long the data run after the cutoff),
+    ``future_value`` (spend in the next ``value_days``; null when they run past the data),
+    ``future_purchase_days`` (distinct purchase days in that window), and the windows the
+    labels looked at, ``label_window_days`` (churn) and ``value_window_days``.
+
+    With ``truncate`` a window that runs past the end of the data is cut at the end
+    instead of left unlabelled (a cutoff 30 days before the end gets a 30-day churn label
+    "no purchase in the 30 days there are"), and the window columns say how long each
+    row's was: the expanding-window scheme of short histories, where no full window of
+    the horizon fits (kizuna.training.dataset.time_split).
     """
     if not cutoffs:
         raise LabelError("give at least one cutoff")
     end = data_end(con, tables)
     if min(cutoffs) >= end:
         raise LabelError(f"every cutoff is at or after the end of the data ({end:%Y-%m-%d})")
+    # Windows in whole microseconds, so a window truncated at the end ends exactly there.
+    windows, day_us = [], DAY_SECONDS * 1_000_000
+    for c in sorted(set(cutoffs)):
+        left = max(0, (end - c) // timedelta(microseconds=1))
+        churn_us, value_us = churn_horizon_days * day_us, value_days * day_us
+        if truncate:
+            churn_us, value_us = min(churn_us, left), min(value_us, left)
+        windows.append(f"(TIMESTAMPTZ '{c.isoformat()}', {churn_us}, {value_us})")
+    cut = f"(SELECT * FROM (VALUES {', '.join(windows)}) AS v(cutoff, churn_us, value_us))"
     orders = f"(SELECT * FROM {tables.orders} WHERE NOT coalesce(is_return, false))"
+    churn_end = "p.cutoff + to_microseconds(p.churn_us)"
+    value_end = "p.cutoff + to_microseconds(p.value_us)"
     frame = con.execute(
-        f"""WITH cut AS {_entities_sql(cutoffs)},
+        f"""WITH cut AS {cut},
             population AS (
-                SELECT DISTINCT o.customer_id, c.cutoff FROM {orders} o
-                JOIN cut c ON o.ordered_at <= c.cutoff),
+                SELECT DISTINCT o.customer_id, c.cutoff, c.churn_us, c.value_us
+                FROM {orders} o JOIN cut c ON o.ordered_at <= c.cutoff),
             next_order AS (
                 SELECT p.customer_id, p.cutoff, min(o.ordered_at) AS next_at
                 FROM population p JOIN {orders} o
                   ON o.customer_id = p.customer_id AND o.ordered_at > p.cutoff
                 GROUP BY ALL),
             value AS (
-                SELECT p.customer_id, p.cutoff, sum(o.amount) AS spend
+                SELECT p.customer_id, p.cutoff, sum(o.amount) AS spend,
+                       count(DISTINCT CAST(timezone('UTC', o.ordered_at) AS DATE))
+                           FILTER (WHERE NOT coalesce(o.is_return, false)) AS purchase_days
                 FROM population p JOIN {tables.orders} o
                   ON o.customer_id = p.customer_id AND o.ordered_at > p.cutoff
-                 AND o.ordered_at <= p.cutoff + INTERVAL {value_days} DAY
+                 AND o.ordered_at <= {value_end}
                 GROUP BY ALL)
             SELECT p.customer_id, p.cutoff AS event_timestamp,
-                   CASE WHEN n.next_at <= p.cutoff + INTERVAL {churn_horizon_days} DAY
-                        THEN false
-                        WHEN p.cutoff + INTERVAL {churn_horizon_days} DAY <= $end THEN true
+                   CASE WHEN p.churn_us <= 0 THEN NULL
+                        WHEN n.next_at <= {churn_end} THEN false
+                        WHEN {churn_end} <= $end THEN true
                         END AS churned,
                    n.next_at IS NOT NULL AS repurchased,
                    epoch(coalesce(n.next_at, $end) - p.cutoff) / {DAY_SECONDS}
                        AS days_to_next_purchase,
-                   CASE WHEN p.cutoff + INTERVAL {value_days} DAY <= $end
-                        THEN coalesce(v.spend, 0) END AS future_value
+                   epoch($end - p.cutoff) / {DAY_SECONDS} AS observed_days,
+                   CASE WHEN p.value_us > 0 AND {value_end} <= $end
+                        THEN coalesce(v.spend, 0) END AS future_value,
+                   CASE WHEN p.value_us > 0 AND {value_end} <= $end
+                        THEN coalesce(v.purchase_days, 0) END AS future_purchase_days,
+                   p.churn_us / {day_us} AS label_window_days,
+                   p.value_us / {day_us} AS value_window_days
             FROM population p
             LEFT JOIN next_order n USING (customer_id, cutoff)
             LEFT JOIN value v USING (customer_id, cutoff)
@@ -135,6 +163,61 @@ def outcome_frame(
     ).df()
     frame["churned"] = frame["churned"].astype("boolean")
     return frame
+
+
+#: Days since signup that separate the cold-start groups (a week-old sign-up and a year-old
+#: one that never bought are different customers).
+SIGNUP_AGE_EDGES = (0, 30, 90, 180, 365)
+
+
+def never_buyer_value(
+    con: duckdb.DuckDBPyConnection,
+    tables: Tables,
+    cutoffs: Sequence[datetime],
+    value_days: int,
+    latest: int | None = 4,
+) -> pd.DataFrame:
+    """What customers without an order spend next, by how long ago they signed up.
+
+    Every customer known at t (a customers row signed up by t) with no order by t, over
+    the ``latest`` cutoffs whose (t, t + value_days] window has closed (all with None):
+    the latest, because early in an export "no order yet" also means "no order in the
+    data yet", and those customers spend like regulars. One row per signup-age group
+    (``from_days``: the group's lower edge in :data:`SIGNUP_AGE_EDGES`) with ``spend`` (the
+    mean spend in the window, returns netted) and ``rows`` ((customer, cutoff) pairs).
+    Empty when no window has closed or nobody qualifies.
+
+    The value model's population is customers who bought; this is its honest answer for
+    a customer with no order yet (a cold start), in place of an extrapolation from zero.
+    """
+    end = data_end(con, tables)
+    closed = sorted(c for c in cutoffs if c + timedelta(days=value_days) <= end)
+    if latest:
+        closed = closed[-latest:]
+    if not closed:
+        return pd.DataFrame({"from_days": [], "spend": [], "rows": []})
+    edges = ", ".join(str(e) for e in SIGNUP_AGE_EDGES)
+    return con.execute(
+        f"""WITH cut AS {_entities_sql(closed)},
+            known AS (
+                SELECT s.customer_id, c.cutoff,
+                       date_diff('day', min(s.signup_at), c.cutoff) AS age
+                FROM {tables.customers} s JOIN cut c ON s.signup_at <= c.cutoff
+                WHERE NOT EXISTS (SELECT 1 FROM {tables.orders} o
+                                  WHERE o.customer_id = s.customer_id
+                                    AND o.ordered_at <= c.cutoff)
+                GROUP BY s.customer_id, c.cutoff),
+            spend AS (
+                SELECT k.customer_id, k.cutoff, sum(o.amount) AS spend
+                FROM known k JOIN {tables.orders} o
+                  ON o.customer_id = k.customer_id AND o.ordered_at > k.cutoff
+                 AND o.ordered_at <= k.cutoff + INTERVAL {value_days} DAY
+                GROUP BY ALL)
+            SELECT list_reverse([e FOR e IN [{edges}] IF e <= k.age])[1] AS from_days,
+                   avg(coalesce(v.spend, 0)) AS spend, count(*) AS rows
+            FROM known k LEFT JOIN spend v USING (customer_id, cutoff)
+            GROUP BY 1 ORDER BY 1"""
+    ).df()
 
 
 def offer_response_frame(

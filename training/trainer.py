@@ -12,7 +12,7 @@ import hashlib
 import importlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import ModuleType
 from typing import Any
@@ -25,15 +25,23 @@ from kizuna.features.ingest import connect
 from kizuna.features.lake import MANIFEST, Lake
 from kizuna.settings import Settings
 from kizuna.training.dataset import (
+    EXPANDING,
     TimeSplit,
     check_no_leakage,
+    choose_split,
+    customer_split,
     exposure_training_frame,
     features_of,
     outcome_training_frame,
     send_split,
-    time_split,
 )
-from kizuna.training.labels import ChurnHorizon, LabelError, data_end, default_churn_horizon
+from kizuna.training.labels import (
+    ChurnHorizon,
+    LabelError,
+    data_end,
+    default_churn_horizon,
+    never_buyer_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,10 @@ class TrainConfig:
         max_train_cutoffs: train on at most this many of the latest training cutoffs.
         n_jobs: LightGBM threads. One by default: on a small or shared machine LightGBM's
             own default (every core, spinning while it waits) is often many times slower.
+        split_scheme: ``auto`` (windows apart where the history holds them, expanding
+            windows otherwise), ``apart`` or ``expanding`` (kizuna.training.dataset).
+        refit: with expanding windows, refit the deployed model on every cutoff whose
+            window has (partly) closed, after the held-out evaluation.
     """
 
     seed: int = 7
@@ -83,6 +95,26 @@ class TrainConfig:
     offer_window_days: int = 14
     max_train_cutoffs: int = 12
     n_jobs: int | None = 1
+    split_scheme: str = "auto"
+    refit: bool = True
+
+
+#: Value windows tried, longest first, when the configured one does not fit the history.
+VALUE_WINDOWS = (365, 180, 120, 90, 60, 30)
+
+
+def fitting_value_days(wanted: int, history_days: float) -> tuple[int, str]:
+    """The value window: ``wanted`` when the history is about as long (within a week;
+    expanding windows then train on shorter windows, carried to the full one by the BG/NBD
+    offset), else the longest of :data:`VALUE_WINDOWS` up to half the history, with why."""
+    if wanted <= history_days + 7:
+        return wanted, ""
+    fits = [w for w in VALUE_WINDOWS if w < wanted and 2 * w <= history_days]
+    days = fits[0] if fits else min(VALUE_WINDOWS)
+    return days, (
+        f"value window {days} days instead of {wanted}: the data hold {history_days:.0f} days, "
+        "too few to observe a single window of that length"
+    )
 
 
 def restrict_tables(tables: Tables, until: datetime) -> Tables:
@@ -140,6 +172,8 @@ class TrainingData:
     cutoffs: list[datetime]
     snapshot: str
     config: TrainConfig
+    value_days: int = 365
+    notes: list[str] = field(default_factory=list)
     _frames: dict[tuple, pd.DataFrame] = field(default_factory=dict)
 
     @classmethod
@@ -157,6 +191,9 @@ class TrainingData:
             horizon = ChurnHorizon(days=config.churn_horizon_days, percentile=float("nan"), gaps=0)
         else:
             horizon = default_churn_horizon(con, tables)
+        (start,) = con.execute(f"SELECT min(ordered_at) FROM {tables.orders}").fetchone()
+        history = (end - start).total_seconds() / 86_400 if start is not None else 0.0
+        value_days, why = fitting_value_days(config.value_days, history)
         return cls(
             settings=settings,
             con=con,
@@ -166,6 +203,8 @@ class TrainingData:
             cutoffs=cutoffs,
             snapshot=snapshot_id(settings, cutoffs),
             config=config,
+            value_days=value_days,
+            notes=[why] if why else [],
         )
 
     def label_days(self, name: str) -> int:
@@ -173,15 +212,23 @@ class TrainingData:
         return {
             "churn": self.horizon.days,
             "repurchase": REPURCHASE_WINDOW_DAYS,
-            "value": self.config.value_days,
+            "value": self.value_days,
             "offers": self.config.offer_window_days,
         }[name]
 
-    def frame(self, name: str, cutoffs: list[datetime] | None = None) -> pd.DataFrame:
+    def frame(
+        self,
+        name: str,
+        cutoffs: list[datetime] | None = None,
+        label_end: datetime | None = None,
+        truncate: bool = False,
+    ) -> pd.DataFrame:
         """Model ``name``'s rows: features of its service and its labels.
 
         ``cutoffs`` limits the rows to those cutoffs (all snapshot cutoffs by default);
         the offer model's rows are every exposure whose response window has closed.
+        ``label_end`` labels as if the data ended then; ``truncate`` cuts windows that run
+        past the end instead of leaving them unlabelled (expanding windows).
         """
         service = model_class(name).service
         if name == "offers":
@@ -196,33 +243,35 @@ class TrainingData:
                 )
             return self._frames[key]
         moments = tuple(sorted(cutoffs if cutoffs is not None else self.cutoffs))
-        key = (service, moments)
+        key = (service, moments, label_end, truncate)
         if key not in self._frames:
+            tables = self.tables if label_end is None else restrict_tables(self.tables, label_end)
             self._frames[key] = outcome_training_frame(
                 self.settings,
                 self.con,
-                self.tables,
+                tables,
                 service,
                 list(moments),
                 self.horizon.days,
-                value_days=self.config.value_days,
+                value_days=self.value_days,
+                truncate=truncate,
             )
         return self._frames[key]
 
     def split(self, name: str) -> TimeSplit:
         """Model ``name``'s time-ordered split of its cutoffs (send times for offers)."""
         days = self.label_days(name)
-        if name == "offers":
-            moments = sorted(pd.to_datetime(self.frame(name)["event_timestamp"], utc=True))
-            moments = sorted({m.to_pydatetime() for m in moments})
-        else:
-            moments = self.cutoffs
         try:
+            if name == "offers":
+                moments = sorted(pd.to_datetime(self.frame(name)["event_timestamp"], utc=True))
+                moments = sorted({m.to_pydatetime() for m in moments})
+            else:
+                moments = self.cutoffs
             if name == "offers":
                 # Whole campaigns per part: a send's exposures spread over hours.
                 split = send_split(moments, days)
             else:
-                split = time_split(moments, days, self.end)
+                split = choose_split(moments, days, self.end, self.config.split_scheme)
         except LabelError as exc:
             hint = {
                 "churn": "; the churn window is --horizon-days (backtest: --horizon)",
@@ -231,8 +280,22 @@ class TrainingData:
             raise TrainingError(f"{name}: {exc}{hint}") from exc
         keep = self.config.max_train_cutoffs
         if keep and len(split.train) > keep and name != "offers":
-            split = TimeSplit(split.train[-keep:], split.valid, split.test, split.label_days)
+            if split.scheme == EXPANDING:
+                # Spread over the history: the early cutoffs carry the long windows.
+                split = replace(
+                    split, train=_spread(split.train, keep), refit=_spread(split.refit, keep)
+                )
+            else:
+                split = replace(split, train=split.train[-keep:])
         return split
+
+
+def _spread(moments: list[datetime], keep: int) -> list[datetime]:
+    """At most ``keep`` of ``moments``, evenly spaced, the latest always among them."""
+    if len(moments) <= keep:
+        return moments
+    step = (len(moments) - 1) / (keep - 1) if keep > 1 else 0
+    return sorted({moments[len(moments) - 1 - round(i * step)] for i in range(keep)})
 
 
 @dataclass
@@ -268,7 +331,11 @@ def with_btyd(
         return table
     cutoff = pd.Timestamp(test["event_timestamp"].max()).to_pydatetime()
     rows = btyd_rows(con, restrict_tables(tables, cutoff), name, test, label_days)
-    return pd.concat([table, rows]) if not rows.empty else table
+    notes = dict(rows.attrs.get("baseline_notes", {}))
+    table = pd.concat([table, rows]) if not rows.empty else table
+    # A baseline that could not be fitted keeps its row (NaN) and says why here.
+    table.attrs["baseline_notes"] = notes
+    return table
 
 
 def train(
@@ -290,19 +357,26 @@ def train(
     cls = model_class(name)
     split = data.split(name)
     check_no_leakage(split)
+    say(f"{name}: {split.scheme} ({split.reason})")
     say(f"{name}: reading {cls.service} features and labels")
-    frame = data.frame(name, [*split.train, *split.valid, *split.test])
-    features = features_of(data.settings, cls.service)
-    train_rows, valid_rows = split.part(frame, "train"), split.part(frame, "valid")
-    test_rows = split.part(frame, "test")
+    # An absolute moment would not carry over to a later cutoff; it serves the request-time
+    # recency feature, not the models.
+    features = [f for f in features_of(data.settings, cls.service) if f != "last_order_epoch"]
+    if split.scheme == EXPANDING:
+        rows = data.frame(name, split.train, label_end=split.train_label_end, truncate=True)
+        train_rows, valid_rows = customer_split(rows, seed=data.config.seed)
+        test_rows = data.frame(name, split.test, truncate=True)
+    else:
+        frame = data.frame(name, [*split.train, *split.valid, *split.test])
+        train_rows, valid_rows = split.part(frame, "train"), split.part(frame, "valid")
+        test_rows = split.part(frame, "test")
     moments = len({m.date() for m in split.train})
     what = "send days" if name == "offers" else "cutoffs"
     say(
         f"{name}: fitting on {len(train_rows):,} rows of {moments} {what}, "
         f"validating on {len(valid_rows):,}"
     )
-    options = {"value_days": data.config.value_days} if name == "value" else {}
-    model = cls(seed=data.config.seed, n_jobs=data.config.n_jobs, **options)
+    model = _new_model(data, name)
     model.fit(train_rows, valid_rows, features)
     say(f"{name}: scoring {len(test_rows):,} held-out rows with the baselines")
     extra: dict[str, Any] = {}
@@ -312,23 +386,61 @@ def train(
         )
     table = evaluate(name, model, test_rows, **extra)
     table = with_btyd(data.con, data.tables, name, table, test_rows, split.label_days)
+    if name == "value":
+        _set_cold_start(data, model, [*split.train, *split.valid])
+    refit_rows = 0
+    if split.scheme == EXPANDING and data.config.refit and split.refit:
+        rows = data.frame(name, split.refit, truncate=True)
+        refit_train, refit_valid = customer_split(rows, seed=data.config.seed)
+        say(f"{name}: refitting on {len(rows):,} rows of all {len(split.refit)} cutoffs")
+        model = _new_model(data, name).fit(refit_train, refit_valid, features)
+        refit_rows = len(rows)
+        if name == "value":
+            _set_cold_start(data, model, split.refit)
     params = {
         "model": name,
         "feature_service": cls.service,
         "data_snapshot": data.snapshot,
         "seed": data.config.seed,
         "label_days": split.label_days,
+        "split_scheme": split.scheme,
+        "split_reason": split.reason,
         "churn_horizon_days": data.horizon.days,
         "churn_horizon_percentile": data.horizon.percentile,
-        "value_days": data.config.value_days,
+        "value_days": data.value_days,
         "offer_window_days": data.config.offer_window_days,
         "train_cutoffs": f"{min(split.train):%Y-%m-%d}..{max(split.train):%Y-%m-%d}",
         "n_train_cutoffs": len(split.train),
-        "valid_cutoffs": f"{min(split.valid):%Y-%m-%d}..{max(split.valid):%Y-%m-%d}",
+        "valid_cutoffs": (
+            f"{min(split.valid):%Y-%m-%d}..{max(split.valid):%Y-%m-%d}"
+            if split.valid
+            else "customer-grouped 20% of the training rows"
+        ),
         "test_cutoffs": f"{min(split.test):%Y-%m-%d}..{max(split.test):%Y-%m-%d}",
         "train_rows": len(train_rows),
         "valid_rows": len(valid_rows),
         "test_rows": len(test_rows),
+        "refit_rows": refit_rows,
         "n_features": len(features),
     }
+    if name == "value" and data.notes:
+        params["value_window_note"] = "; ".join(data.notes)
     return TrainResult(name, model, features, split, table, test_rows, params)
+
+
+def _set_cold_start(data: TrainingData, model: Any, cutoffs: list[datetime]) -> None:
+    """The value model's answer for customers without an order: what such customers spent
+    next at the training cutoffs (the lake's own figure, not an extrapolation)."""
+    groups = never_buyer_value(data.con, data.tables, cutoffs, data.value_days)
+    model.cold_start_values_ = dict(zip(groups["from_days"], groups["spend"], strict=True))
+    model.cold_start_rows_ = int(groups["rows"].sum())
+
+
+def _new_model(data: TrainingData, name: str) -> Any:
+    """An unfitted model ``name`` with the run's options."""
+    options: dict[str, Any] = {}
+    if name == "value":
+        options["value_days"] = data.value_days
+    elif name == "churn":
+        options["window_days"] = data.horizon.days
+    return model_class(name)(seed=data.config.seed, n_jobs=data.config.n_jobs, **options)

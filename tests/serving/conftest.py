@@ -6,6 +6,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -81,17 +83,24 @@ def trained_home(sim_world, tmp_path_factory) -> Settings:
     return settings
 
 
+@contextmanager
+def serving(home: Settings, keys: dict[str, str]) -> Iterator[Server]:
+    """`kizuna serve` on ``home`` on a free port, ready; stopped on exit."""
+    port = free_port()
+    process = start(home, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        yield Server(url, home, keys, process)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def server(trained_home) -> Server:
     store = KeyStore(trained_home)
     keys = {scope: store.create(f"test-{scope}", (scope,)) for scope in SCOPES}
     keys["all"] = store.create("test-all", ("score", "lists", "offers", "events"))
-    port = free_port()
-    process = start(trained_home, port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
-        yield Server(url, trained_home, keys, process)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving(trained_home, keys) as running:
+        yield running

@@ -30,7 +30,7 @@ from kizuna.serving.scoring import (
 from kizuna.settings import Settings
 from kizuna.training import registry
 from tests.conftest import NOW
-from tests.serving.conftest import Server, free_port, start, wait_ready
+from tests.serving.conftest import Server, serving
 
 PROBLEM = "application/problem+json"
 UNSET = ("churn", "offers")
@@ -58,15 +58,8 @@ def degraded_home(trained_home, tmp_path_factory) -> Settings:
 def degraded(degraded_home) -> Server:
     store = KeyStore(degraded_home)
     keys = {"all": store.create("degraded-all", ("score", "lists", "offers", "events"))}
-    port = free_port()
-    process = start(degraded_home, port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
-        yield Server(url, degraded_home, keys, process)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving(degraded_home, keys) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

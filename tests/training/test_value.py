@@ -68,7 +68,8 @@ def test_predictions_are_never_negative_even_for_odd_inputs(holdout) -> None:
     for frame in (test, odd):
         out = model.predict(frame)
         assert out.index.equals(frame.index)
-        assert out.columns.tolist() == ["predicted_value"]
+        assert out.columns.tolist() == ["predicted_value", "expected_purchases"]
+        assert (out["expected_purchases"] >= 0).all()
         assert (out["predicted_value"] >= 0).all() and out["predicted_value"].notna().all()
 
 
