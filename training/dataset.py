@@ -260,6 +260,10 @@ def send_split(
         valid=moments_of(valid_days),
         test=moments_of(test_days),
         label_days=label_days,
+        reason=(
+            f"whole campaign send days: {len(train_days)} train, {len(valid_days)} validate, "
+            f"the latest {len(test_days)} test, {label_days}-day response windows apart"
+        ),
     )
 
 
