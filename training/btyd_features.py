@@ -114,6 +114,19 @@ class BtydFeatures:
         # its parameters come from later data, but only as population constants.
         return self.params_[max(earlier)] if earlier else self.params_[min(self.params_)]
 
+    def _by_cutoff(self, frame: pd.DataFrame, summary: pd.DataFrame):
+        """(rows, BG/NBD) per cutoff of ``frame``: a boolean mask of the rows that have a
+        reading (an order) at that cutoff, and the fit they are read with. Rows without a
+        moment (a model signature's example) take the latest fit."""
+        known = summary["frequency"].notna().to_numpy()
+        if "event_timestamp" in frame.columns:
+            cutoffs = pd.to_datetime(frame["event_timestamp"], utc=True)
+        else:
+            cutoffs = pd.Series(pd.Timestamp(max(self.params_)), index=frame.index)
+        for cutoff in cutoffs[known].unique():
+            rows = known & (cutoffs == cutoff).to_numpy()
+            yield rows, self._model_at(pd.Timestamp(cutoff).to_pydatetime())
+
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` with :data:`COLUMNS` (a copy); the window from ``label_window_days``
         where present, else ``window_days``."""
@@ -123,19 +136,10 @@ class BtydFeatures:
         window = out[WINDOW].to_numpy(dtype=float)
         summary = summary_of(out)
         values = np.full((len(out), len(OUTPUTS)), np.nan)
-        known = summary["frequency"].notna().to_numpy()
-        if "event_timestamp" in out.columns:
-            cutoffs = pd.to_datetime(out["event_timestamp"], utc=True)
-        else:  # rows without a moment (a model signature's example): the latest fit
-            cutoffs = pd.Series(pd.Timestamp(max(self.params_)), index=out.index)
-        for cutoff in cutoffs[known].unique():
-            rows = known & (cutoffs == cutoff).to_numpy()
-            model = self._model_at(pd.Timestamp(cutoff).to_pydatetime())
-            part = summary[rows]
+        for rows, model in self._by_cutoff(out, summary):
             for w in np.unique(window[rows]):
                 at = rows & (window == w)
-                sub = part[(window[rows] == w)]
-                t = w / PERIOD_DAYS
+                sub, t = summary[at], w / PERIOD_DAYS
                 values[at, 0] = model.p_alive(sub)
                 values[at, 1] = model.p_buy_within(sub, t)
                 values[at, 2] = model.expected_purchases(sub, t)
@@ -148,14 +152,7 @@ class BtydFeatures:
         the BG/NBD of the row's cutoff; NaN for rows without an order."""
         summary = summary_of(frame)
         out = np.full((len(frame), len(days)), np.nan)
-        known = summary["frequency"].notna().to_numpy()
-        if "event_timestamp" in frame.columns:
-            cutoffs = pd.to_datetime(frame["event_timestamp"], utc=True)
-        else:
-            cutoffs = pd.Series(pd.Timestamp(max(self.params_)), index=frame.index)
-        for cutoff in cutoffs[known].unique():
-            rows = known & (cutoffs == cutoff).to_numpy()
-            model = self._model_at(pd.Timestamp(cutoff).to_pydatetime())
+        for rows, model in self._by_cutoff(frame, summary):
             for j, d in enumerate(days):
                 out[rows, j] = model.p_buy_within(summary[rows], d / PERIOD_DAYS)
         return out

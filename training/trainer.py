@@ -42,12 +42,14 @@ from kizuna.training.labels import (
     default_churn_horizon,
     never_buyer_value,
 )
+from kizuna.training.repurchase import HORIZON_DAYS
 
 log = logging.getLogger(__name__)
 
 MODEL_NAMES = ("churn", "repurchase", "value", "offers")
-# The longest horizon of the timing model: its label window.
-REPURCHASE_WINDOW_DAYS = 90
+# The timing model's label window is its last horizon: one constant, so the two cannot
+# drift apart (a longer horizon than window would let labels see past the split).
+REPURCHASE_WINDOW_DAYS = HORIZON_DAYS
 _CLASSES = {
     "churn": "ChurnModel",
     "repurchase": "RepurchaseModel",
@@ -263,15 +265,11 @@ class TrainingData:
         days = self.label_days(name)
         try:
             if name == "offers":
-                moments = sorted(pd.to_datetime(self.frame(name)["event_timestamp"], utc=True))
-                moments = sorted({m.to_pydatetime() for m in moments})
-            else:
-                moments = self.cutoffs
-            if name == "offers":
+                sent = pd.to_datetime(self.frame(name)["event_timestamp"], utc=True)
                 # Whole campaigns per part: a send's exposures spread over hours.
-                split = send_split(moments, days)
+                split = send_split(sorted({m.to_pydatetime() for m in sent}), days)
             else:
-                split = choose_split(moments, days, self.end, self.config.split_scheme)
+                split = choose_split(self.cutoffs, days, self.end, self.config.split_scheme)
         except LabelError as exc:
             hint = {
                 "churn": "; the churn window is --horizon-days (backtest: --horizon)",
@@ -386,17 +384,15 @@ def train(
         )
     table = evaluate(name, model, test_rows, **extra)
     table = with_btyd(data.con, data.tables, name, table, test_rows, split.label_days)
-    if name == "value":
-        _set_cold_start(data, model, [*split.train, *split.valid])
-    refit_rows = 0
+    refit_rows, fitted_on = 0, [*split.train, *split.valid]
     if split.scheme == EXPANDING and data.config.refit and split.refit:
         rows = data.frame(name, split.refit, truncate=True)
         refit_train, refit_valid = customer_split(rows, seed=data.config.seed)
         say(f"{name}: refitting on {len(rows):,} rows of all {len(split.refit)} cutoffs")
         model = _new_model(data, name).fit(refit_train, refit_valid, features)
-        refit_rows = len(rows)
-        if name == "value":
-            _set_cold_start(data, model, split.refit)
+        refit_rows, fitted_on = len(rows), split.refit
+    if name == "value":
+        _set_cold_start(data, model, fitted_on)
     params = {
         "model": name,
         "feature_service": cls.service,
