@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The pinned versions tested together; pip installs exactly these.
 CONSTRAINTS := constraints.txt
 
-.PHONY: run test test-fast lint format install clean bench bench-quality bench-serving docs
+.PHONY: run test test-fast lint format install clean bench bench-quality bench-serving bench-ui docs chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,17 +18,26 @@ $(STAMP): $(BIN)/python pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP)
 
+## chromium: Debian's chromium for the page's browser tests (Playwright drives it; its own
+## browser download does not work here)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
 ## run: simulate a retailer and run the main job on it
 run: $(STAMP)
 	$(BIN)/kizuna run
 
-## test: the whole test suite (tests needing ../shared/data skip without it)
-test: $(STAMP)
+## test: the whole test suite, browser tests included (tests needing ../shared/data skip
+## without it)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 ## test-fast: the code-level tests only (no slow, real-data or service tests)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not shared"
+	$(BIN)/python -m pytest -q -m "not slow and not shared and not browser"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -59,6 +68,10 @@ bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality_cdnow.py --sample
 	$(BIN)/python benchmarks/quality_online_retail.py
 	$(BIN)/python benchmarks/quality_hillstrom.py
+
+## bench-ui: every page's server time and the planner at 100,000 customers
+bench-ui: $(STAMP)
+	$(BIN)/python benchmarks/ui.py --customers 100000
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -53,6 +53,12 @@ def _register_subcommands() -> None:
     app.command("serve")(serve_command)
     app.command("score")(score_command)
 
+    from kizuna.cli_kpis import kpis_command
+    from kizuna.cli_plan import plan_command
+
+    app.command("kpis")(kpis_command)
+    app.command("plan")(plan_command)
+
 
 @app.callback()
 def main(
@@ -443,13 +449,14 @@ def _serve_demo(settings, port: int) -> None:
     from kizuna.cli_serving import serve_command
     from kizuna.serving.keys import KeyStore
 
-    console.rule("7. serve the API")
+    console.rule("7. serve the API and the marketer page")
     key = KeyStore(settings).create(
         f"demo-{time.strftime('%Y%m%dT%H%M%S')}", ("score", "offers", "events", "lists")
     )
     url = f"http://127.0.0.1:{port}"
     console.print(
         f"API: {url}  (docs: {url}/docs)\n"
+        f"marketer page: {url}/ui  (sign in with the demo key)\n"
         f"demo key (scopes score, offers, events, lists; shown once): {key}\n"
         "try:\n"
         f"  curl -s -X POST {url}/v1/scores -H 'Authorization: Bearer {key}' "

@@ -86,92 +86,125 @@ def _book():
         fail(str(exc))
 
 
-def _print(rows, fmt: str) -> None:
-    from kizuna.serving.lists import to_csv, to_records
+def _print(page, fmt: str) -> None:
+    from kizuna.serving.lists import to_csv, to_json
 
     if fmt == "csv":
-        sys.stdout.write(to_csv(rows))
+        sys.stdout.write(to_csv(page.rows))
     else:
         import json
 
-        sys.stdout.write(json.dumps(to_records(rows), indent=1) + "\n")
+        sys.stdout.write(json.dumps(to_json(page), indent=1) + "\n")
 
 
-# The filters both lists take, declared once.
-MinChurn = Annotated[float, typer.Option(min=0, max=1, help="Least churn risk.")]
-MinValue = Annotated[
-    float, typer.Option(min=0, help="Least predicted value (over the value model's window).")
-]
-Segments = Annotated[list[str] | None, typer.Option("--segment", help="RFM segment (repeatable).")]
-Channel = Annotated[str | None, typer.Option(help="email, sms or push consent.")]
-NotContactedDays = Annotated[
-    int | None, typer.Option(min=0, help="Not contacted in this many days.")
-]
-Limit = Annotated[int, typer.Option(min=1, help="Most customers listed.")]
-Format = Annotated[Literal["csv", "json"], typer.Option(help="csv or json.")]
+def _list_command(name: str, example: str, default_min_churn: float = 0.0, due: bool = False):
+    """The `kizuna lists NAME` command: the same filters, order and page as the API."""
+    from kizuna.serving.lists import SPECS
 
+    spec = SPECS[name]
 
-def _filter(min_churn, min_value, segment, channel, not_contacted_days, limit):
-    from kizuna.serving.lists import ListFilter
+    def command(
+        min_churn: Annotated[
+            float, typer.Option(min=0, max=1, help="Lowest churn probability.")
+        ] = default_min_churn,
+        max_churn: Annotated[
+            float, typer.Option(min=0, max=1, help="Highest churn probability.")
+        ] = 1.0,
+        risk_band: Annotated[
+            list[str] | None, typer.Option("--risk-band", help="low, medium or high (repeat).")
+        ] = None,
+        min_value: Annotated[
+            float, typer.Option(min=0, help="Lowest predicted value (value model's window).")
+        ] = 0.0,
+        segment: Annotated[
+            list[str] | None, typer.Option("--segment", help="RFM segment (repeatable).")
+        ] = None,
+        tier: Annotated[
+            list[str] | None, typer.Option("--tier", help="Loyalty tier (repeatable).")
+        ] = None,
+        country: Annotated[
+            list[str] | None, typer.Option("--country", help="Country code (repeatable).")
+        ] = None,
+        channel: Annotated[
+            Literal["email", "sms", "push"] | None, typer.Option(help="Consent to this channel.")
+        ] = None,
+        not_contacted_days: Annotated[
+            int | None, typer.Option(min=0, help="Not contacted in this many days.")
+        ] = None,
+        category: Annotated[
+            str | None, typer.Option(help="Product category (replenishment) or top category.")
+        ] = None,
+        due_within_days: Annotated[
+            int, typer.Option(min=0, max=365, help="Due within this many days.")
+        ] = 14,
+        sort: str | None = typer.Option(None, help=f"Sort by: {', '.join(spec.sortable)}."),
+        order: Annotated[Literal["asc", "desc"] | None, typer.Option(help="asc or desc.")] = None,
+        offset: Annotated[int, typer.Option(min=0, help="Rows to skip.")] = 0,
+        limit: Annotated[int, typer.Option(min=1, help="Most customers listed.")] = 100,
+        format: Annotated[Literal["csv", "json"], typer.Option(help="csv or json.")] = "csv",
+    ) -> None:
+        from kizuna.serving.lists import ListError, ListFilter, run
+        from kizuna.serving.scoring import ServingError
 
-    return ListFilter(
-        min_churn, min_value, tuple(segment or ()), channel, not_contacted_days, limit
-    )
+        f = ListFilter(
+            min_churn=min_churn,
+            max_churn=max_churn,
+            risk_bands=tuple(risk_band or ()),
+            min_value=min_value,
+            segments=tuple(segment or ()),
+            tiers=tuple(tier or ()),
+            countries=tuple(country or ()),
+            channel=channel,
+            not_contacted_days=not_contacted_days,
+            category=category,
+            sort=sort,
+            descending=None if order is None else order == "desc",
+            offset=offset,
+            limit=limit,
+        )
+        cycles = None
+        if name == "replenishment":
+            from kizuna.serving.replenishment import ReplenishmentCache, replenishment
 
+            data = ReplenishmentCache().get(get_settings())
+            cycles = lambda c, w: replenishment(data, category=c, within_days=w)  # noqa: E731
+        try:
+            page = run(_book(), name, f, within_days=due_within_days, replenishment=cycles)
+        except (ServingError, ListError) as exc:  # a model the list needs is not served
+            fail(str(exc))
+        _print(page, format)
 
-@lists_app.command("at-risk")
-def at_risk_command(
-    min_churn: MinChurn = 0.5,
-    min_value: MinValue = 0.0,
-    segment: Segments = None,
-    channel: Channel = None,
-    not_contacted_days: NotContactedDays = None,
-    limit: Limit = 100,
-    format: Format = "csv",
-) -> None:
-    """Customers at risk, most value at risk first (the same list as the API).
+    command.__doc__ = f"""{spec.description} The same list as GET /v1/lists/{name}.
 
     Example:
 
-        kizuna lists at-risk --min-churn 0.6 --channel email --format csv > at-risk.csv
+        {example}
     """
-    from kizuna.serving.lists import at_risk
-    from kizuna.serving.scoring import ServingError
+    if not due:  # hide the option only the timing lists read (its default stays)
+        import inspect
 
-    f = _filter(min_churn, min_value, segment, channel, not_contacted_days, limit)
-    try:
-        _print(at_risk(_book(), f), format)
-    except ServingError as exc:  # a model the list needs has no champion
-        fail(str(exc))
+        signature = inspect.signature(command, eval_str=True)
+        kept = [p for p in signature.parameters.values() if p.name != "due_within_days"]
+        command.__signature__ = signature.replace(parameters=kept)
+    lists_app.command(name)(command)
 
 
-@lists_app.command("due-to-repurchase")
-def due_command(
-    due_within_days: Annotated[
-        int, typer.Option(min=0, help="Expected within this many days.")
-    ] = 14,
-    min_churn: MinChurn = 0.0,
-    min_value: MinValue = 0.0,
-    segment: Segments = None,
-    channel: Channel = None,
-    not_contacted_days: NotContactedDays = None,
-    limit: Limit = 100,
-    format: Format = "csv",
-) -> None:
-    """Customers expected to buy within N days (or overdue), soonest first.
-
-    Example:
-
-        kizuna lists due-to-repurchase --due-within-days 7 --format json
-    """
-    from kizuna.serving.lists import due_to_repurchase
-    from kizuna.serving.scoring import ServingError
-
-    f = _filter(min_churn, min_value, segment, channel, not_contacted_days, limit)
-    try:
-        _print(due_to_repurchase(_book(), f, due_within_days), format)
-    except ServingError as exc:  # a model the list needs has no champion
-        fail(str(exc))
+_list_command(
+    "at-risk",
+    "kizuna lists at-risk --min-churn 0.6 --channel email --tier Gold > at-risk.csv",
+    default_min_churn=0.5,
+)
+_list_command(
+    "due-to-repurchase",
+    "kizuna lists due-to-repurchase --due-within-days 7 --format json",
+    due=True,
+)
+_list_command(
+    "replenishment", "kizuna lists replenishment --category coffee --due-within-days 7", due=True
+)
+_list_command("top-value", "kizuna lists top-value --country DE --limit 500")
+_list_command("win-back", "kizuna lists win-back --channel email --not-contacted-days 30")
+_list_command("never-converted", "kizuna lists never-converted --channel email")
 
 
 def score_command(

@@ -15,17 +15,18 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 from fastapi import FastAPI
 
 from kizuna.features.store import open_store
-from kizuna.serving import errors
+from kizuna.serving import errors, web
 from kizuna.serving.decisions import DecisionLog, Policy, load_catalog
 from kizuna.serving.events import EventInbox, to_contract_frames
 from kizuna.serving.keys import KeyStore
 from kizuna.serving.metrics import CUSTOMERS_SCORED, LATENCY, MODEL_VERSION
-from kizuna.serving.routes import events, lists, meta, offers, scores
+from kizuna.serving.routes import campaigns, events, kpis, lists, meta, offers, scores
 from kizuna.serving.scoring import (
     Champions,
     ScoreBook,
@@ -76,6 +77,65 @@ def apply_events(settings: Settings, app: FastAPI, batch: list[dict]) -> None:
     if book is not None and report.customers:
         book.update(online_frame(settings, report.customers, app.state.store), now)
         CUSTOMERS_SCORED.set(len(book))
+
+
+def warm_page_caches(settings: Settings, app: FastAPI) -> threading.Thread:
+    """Set up what the marketer page reads besides the book (the customers' timelines, the
+    KPIs, the category cycles) and build it behind the serving, so no marketer waits for
+    the first. The KPIs and cycles follow the lake behind the requests (serving/refresh.py)."""
+    from kizuna.features.lake import Lake
+    from kizuna.serving.customers import CustomerHistory
+    from kizuna.serving.kpis import KpiCache, snapshot_stamp
+    from kizuna.serving.refresh import Refreshing
+    from kizuna.serving.replenishment import ReplenishmentCache
+
+    app.state.history = CustomerHistory(settings)
+    app.state.kpis = KpiCache()
+    app.state.replenishment = ReplenishmentCache()
+
+    def table():
+        book = app.state.book
+        return None if book is None else book.table
+
+    def lake_version() -> int:
+        return Lake(settings).manifest().version
+
+    app.state.kpis_now = Refreshing(
+        lambda: app.state.kpis.get(settings, table()),
+        lambda: (lake_version(), id(table()), snapshot_stamp(settings)),
+        "kpis",
+    )
+    app.state.cycles_now = Refreshing(
+        lambda: app.state.replenishment.get(settings), lake_version, "category cycles"
+    )
+
+    def warm() -> None:
+        try:
+            app.state.history.warm()
+            app.state.cycles_now.get()
+            app.state.kpis_now.get()
+        except Exception:  # the page computes them on demand and says what failed
+            log.exception("could not prepare the marketer page's figures")
+
+    thread = threading.Thread(target=warm, name="kizuna-page-caches", daemon=True)
+    thread.start()
+    return thread
+
+
+class BlankFieldsMiddleware:
+    """Drop empty query fields of the page's GET forms (``min_value=``), so a filter left
+    blank means "no filter" there, as it does when a field is left out of an API call."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/ui/") and scope["query_string"]:
+            pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            kept = [(k, v) for k, v in pairs if v != ""]
+            if len(kept) != len(pairs):
+                scope = {**scope, "query_string": urlencode(kept).encode("latin-1")}
+        await self.app(scope, receive, send)
 
 
 class TimingMiddleware:
@@ -143,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
         app.state.keys = KeyStore(settings)
         app.state.policy = Policy.from_settings(settings)
         app.state.decisions = DecisionLog(settings.home_dir / "serving")
@@ -160,6 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:  # readyz reports it; healthz stays up
             log.exception("could not load the models and features")
             app.state.load_error = f"{type(exc).__name__}: {exc}"
+        warm_page_caches(settings, app)
         app.state.inbox = EventInbox(
             settings.home_dir / "serving", lambda batch: apply_events(settings, app, batch)
         )
@@ -189,8 +251,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
 
+    app.add_middleware(BlankFieldsMiddleware)
     app.add_middleware(TimingMiddleware)
 
-    for router in (scores.router, offers.router, events.router, lists.router, meta.router):
-        app.include_router(router)
+    routers = (scores, offers, campaigns, events, lists, kpis, meta)
+    for module in routers:
+        app.include_router(module.router)
+    web.install(app)
     return app

@@ -95,5 +95,9 @@ class KeyStore:
         """The stored key matching ``key``, or None."""
         return self._by_digest.get(digest_of(key))
 
+    def by_digest(self, digest: str) -> ApiKey | None:
+        """The stored key with this digest (a session cookie holds the digest), or None."""
+        return self._by_digest.get(digest)
+
     def list(self) -> list[ApiKey]:
         return self._read()

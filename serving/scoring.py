@@ -16,7 +16,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Collection
+from collections import ChainMap
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +46,8 @@ PROFILE = (
     "consent_sms",
     "consent_push",
 )
+# What the marketer lists filter, sort and explain by, beside the scores.
+LIST_FACTS = ("days_since_last_order", "spend_lifetime", "tenure_days", "top_category")
 
 # The score book's timing moments -> the days after the features' time they are, and the
 # record's dates of them (the median is the expected next purchase).
@@ -244,6 +247,10 @@ def score_frame(models: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
         _offer_columns(models["offers"], frame, out)
     for column in PROFILE:
         out[f"profile_{column}"] = frame[column].to_numpy()
+    for column in LIST_FACTS:
+        out[column] = frame[column].to_numpy()
+    out["loyalty_tier"] = out["profile_loyalty_tier"]
+    out["country"] = out["profile_country"]
     return out
 
 
@@ -420,6 +427,7 @@ class ScoreBook:
             # No order yet: the models know the customer only from sign-up and engagement.
             "cold_start": not score["profile_order_count_lifetime"],
             "scored": profiling is not False,
+            "loyalty_tier": score["loyalty_tier"],
         }
         if not record["scored"]:
             record["reason"] = "the customer opted out of profiling: no scores"
@@ -513,6 +521,19 @@ class ScoreBook:
         for rows, positions in missing.values():
             rows.explain(sorted(positions), self._churn)
         return [(rows.reasons[i] or []) if rows is not None else [] for rows, i in found]
+
+    def facts_of(self, customer_ids: list[str]) -> list[Mapping[str, Any] | None]:
+        """Each customer's feature values and scores as one read-only mapping (scores
+        first), for reasons that read both; None for an id without a row."""
+        out: list[Mapping[str, Any] | None] = []
+        for customer_id in customer_ids:
+            rows, i = self._find(customer_id)
+            out.append(
+                None
+                if rows is None
+                else ChainMap(FrameRow(rows.scores, i), FrameRow(rows.feature_values, i))
+            )
+        return out
 
     def close(self) -> None:
         """Stop :meth:`fill_reasons` (the book was replaced)."""

@@ -29,6 +29,10 @@ def test_score_writes_every_customer_with_a_best_offer(trained_home, tmp_path) -
     emailed = offered[offered["best_offer_channel"] == "email"]
     assert emailed["consent_email"].astype(bool).all()
     assert table["churn_model_version"].nunique() == 1
+    vectors = latest_vectors(trained_home).set_index("customer_id")
+    tiers = table.set_index("customer_id")["loyalty_tier"]
+    assert tiers.notna().all()
+    assert (tiers.astype(str) == vectors.loc[tiers.index, "loyalty_tier"].astype(str)).all()
 
 
 def test_lists_from_the_command_line_match_the_documented_columns(trained_home) -> None:
@@ -36,6 +40,7 @@ def test_lists_from_the_command_line_match_the_documented_columns(trained_home) 
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert 0 < len(rows) <= 20 and list(rows[0]) == COLUMNS
+    assert all(r["loyalty_tier"] for r in rows)
     risk = [float(r["value_at_risk"]) for r in rows]
     assert risk == sorted(risk, reverse=True)
 
