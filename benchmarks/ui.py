@@ -40,20 +40,14 @@ from pathlib import Path
 import httpx
 
 from kizuna.serving.keys import KeyStore
+from kizuna.serving.lists import SPECS
 from kizuna.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GOAL_PAGE_MS = 150
 GOAL_PLANNER_S = 5.0
-LISTS = (
-    "at-risk",
-    "due-to-repurchase",
-    "replenishment",
-    "top-value",
-    "win-back",
-    "never-converted",
-)
+LISTS = tuple(SPECS)
 
 
 def free_port() -> int:

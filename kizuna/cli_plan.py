@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from kizuna.console import console, err, fail
+from kizuna.serving.lists import AudienceName
 from kizuna.settings import get_settings
 
 # The option behind each field a planning error names.
@@ -40,15 +41,7 @@ def plan_command(
     ] = 0.1,
     seed: Annotated[int | None, typer.Option(help="The holdout's seed; default random.")] = None,
     list_name: Annotated[
-        Literal[
-            "all",
-            "at-risk",
-            "due-to-repurchase",
-            "replenishment",
-            "top-value",
-            "win-back",
-            "never-converted",
-        ],
+        AudienceName,
         typer.Option("--list", help="The marketer list the audience comes from."),
     ] = "all",
     min_churn: Annotated[float, typer.Option(min=0, max=1, help="Lowest churn probability.")] = 0.0,

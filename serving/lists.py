@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -177,6 +177,12 @@ SPECS: dict[str, ListSpec] = {
         ),
     )
 }
+
+
+# What a campaign's audience can be: every customer the filters keep, or one list.
+AUDIENCES = ("all", *SPECS)
+# The same, as a type for the API's request bodies and the CLI's options.
+AudienceName = Literal[AUDIENCES]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)

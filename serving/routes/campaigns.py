@@ -23,22 +23,14 @@ from kizuna.serving.campaigns import (
 )
 from kizuna.serving.deps import Book, require
 from kizuna.serving.errors import MODEL_MISSING, Problem, documented
-from kizuna.serving.lists import ListFilter, audience_of
+from kizuna.serving.lists import AudienceName, ListFilter, audience_of
 from kizuna.serving.routes.lists import replenishment_of
 from kizuna.serving.scoring import ScoreBook
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
 OffersKey = Depends(require("offers"))
 
-ListName = Literal[
-    "all",
-    "at-risk",
-    "due-to-repurchase",
-    "replenishment",
-    "top-value",
-    "win-back",
-    "never-converted",
-]
+ListName = AudienceName
 
 
 class Audience(BaseModel):
