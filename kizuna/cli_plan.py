@@ -98,10 +98,9 @@ def plan_command(
         book.champions.require(("offers",), "the campaign planner")
         cycles = None
         if list_name == "replenishment":
-            from kizuna.serving.replenishment import ReplenishmentCache, replenishment
+            from kizuna.serving.replenishment import ReplenishmentCache, lookup
 
-            data = ReplenishmentCache().get(settings)
-            cycles = lambda c, w: replenishment(data, category=c, within_days=w)  # noqa: E731
+            cycles = lookup(ReplenishmentCache().get(settings))
         f = ListFilter(
             min_churn=min_churn,
             min_value=min_value,

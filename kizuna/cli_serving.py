@@ -164,10 +164,9 @@ def _list_command(name: str, example: str, default_min_churn: float = 0.0, due: 
         )
         cycles = None
         if name == "replenishment":
-            from kizuna.serving.replenishment import ReplenishmentCache, replenishment
+            from kizuna.serving.replenishment import ReplenishmentCache, lookup
 
-            data = ReplenishmentCache().get(get_settings())
-            cycles = lambda c, w: replenishment(data, category=c, within_days=w)  # noqa: E731
+            cycles = lookup(ReplenishmentCache().get(get_settings()))
         try:
             page = run(_book(), name, f, within_days=due_within_days, replenishment=cycles)
         except (ServingError, ListError) as exc:  # a model the list needs is not served

@@ -312,3 +312,14 @@ class ReplenishmentCache:
             if self._cycles is None or self._key != key:
                 self._cycles, self._key = compute_cycles(settings), key
             return self._cycles
+
+
+def lookup(cycles: Cycles):
+    """``(category, within_days) -> due rows`` over ``cycles``, as the lists take it; its
+    ``source`` is the cycles (the lists' sorted-rows cache keys on it)."""
+
+    def of(category: str | None, within_days: int) -> pd.DataFrame:
+        return replenishment(cycles, category=category, within_days=within_days)
+
+    of.source = cycles
+    return of

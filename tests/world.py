@@ -103,6 +103,14 @@ def sim_world(tmp_path_factory: pytest.TempPathFactory) -> SimWorld:
     )
 
 
+def ingest_csvs(folder: Path, settings: Settings, **files: str) -> None:
+    """Write ``kind=csv text`` files into ``folder`` and ingest them (a tiny test lake)."""
+    folder.mkdir(parents=True)
+    for kind, text in files.items():
+        (folder / f"{kind}.csv").write_text(text)
+    ingest([folder], settings, now=NOW)
+
+
 CLI = [sys.executable, "-c", "from kizuna.cli import app; app()"]
 
 

@@ -229,15 +229,9 @@ def cycles_of(request: Request):
 
 def replenishment_of(request: Request):
     """The app's category cycles as ``(category, within_days) -> frame``."""
-    from kizuna.serving.replenishment import replenishment
+    from kizuna.serving.replenishment import lookup
 
-    cycles = cycles_of(request)
-
-    def of(category: str | None, within: int):
-        return replenishment(cycles, category=category, within_days=within)
-
-    of.source = cycles  # the lists' sorted-rows cache keys on it
-    return of
+    return lookup(cycles_of(request))
 
 
 def categories_of(request: Request) -> list[dict]:

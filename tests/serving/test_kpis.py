@@ -15,13 +15,11 @@ import pandas as pd
 import pytest
 
 from kizuna.features.compute import build_feature_files
-from kizuna.features.ingest import ingest
 from kizuna.features.lake import Lake
 from kizuna.serving import kpis as kpis_module
 from kizuna.serving.kpis import KpiCache, KpiError, Kpis, compute_kpis
 from kizuna.settings import Settings
-from tests.conftest import NOW
-from tests.world import run_cli
+from tests.world import ingest_csvs, run_cli
 
 DAY = pd.Timedelta(days=1)
 
@@ -332,16 +330,9 @@ e8,A,2025-02-08,session,
 """
 
 
-def _ingest(folder: Path, settings: Settings, **files: str) -> None:
-    folder.mkdir(parents=True)
-    for kind, text in files.items():
-        (folder / f"{kind}.csv").write_text(text)
-    ingest([folder], settings, now=NOW)
-
-
 @pytest.fixture
 def tiny(tmp_path: Path, settings: Settings) -> Settings:
-    _ingest(tmp_path / "in", settings, customers=CUSTOMERS, orders=ORDERS, events=EVENTS)
+    ingest_csvs(tmp_path / "in", settings, customers=CUSTOMERS, orders=ORDERS, events=EVENTS)
     return settings
 
 
@@ -446,7 +437,7 @@ def test_cache_recomputes_only_when_the_lake_or_the_table_changes(
     other = cache.get(tiny, table, active_days=365)
     assert len(calls) == 2 and other.active_days == 365
     more = "order_id,customer_id,ordered_at,amount\nc2,C,2025-04-16T09:00:00Z,40\n"
-    _ingest(tmp_path / "more", tiny, orders=more)
+    ingest_csvs(tmp_path / "more", tiny, orders=more)
     fresh = cache.get(tiny, table, active_days=30)
     assert len(calls) == 3 and fresh.lake_version == first.lake_version + 1
     assert fresh.headline.active_customers.value == 2  # C bought again

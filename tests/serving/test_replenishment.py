@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kizuna.features.ingest import ingest
 from kizuna.features.lake import Lake
 from kizuna.serving.replenishment import (
     COLUMNS,
@@ -23,7 +22,7 @@ from kizuna.serving.replenishment import (
     timing_reasons,
 )
 from kizuna.settings import Settings
-from tests.conftest import NOW
+from tests.world import ingest_csvs
 
 
 def _reference(settings: Settings) -> pd.DataFrame:
@@ -185,16 +184,9 @@ k5b,C1,coffee,1,10
 """
 
 
-def _ingest(folder: Path, settings: Settings, **files: str) -> None:
-    folder.mkdir(parents=True)
-    for kind, text in files.items():
-        (folder / f"{kind}.csv").write_text(text)
-    ingest([folder], settings, now=NOW)
-
-
 @pytest.fixture
 def tiny(tmp_path: Path, settings: Settings) -> Settings:
-    _ingest(tmp_path / "in", settings, customers=CUSTOMERS, orders=ORDERS, order_lines=LINES)
+    ingest_csvs(tmp_path / "in", settings, customers=CUSTOMERS, orders=ORDERS, order_lines=LINES)
     return settings
 
 
@@ -301,7 +293,7 @@ def test_cache_recomputes_when_the_lake_changes(tiny: Settings, tmp_path: Path) 
     assert cache.get(tiny) is first
     orders = "order_id,customer_id,ordered_at,amount\nk2c,K2,2025-04-25T10:00:00Z,10\n"
     lines = "order_id,product_id,category,quantity,unit_price\nk2c,C1,coffee,1,10\n"
-    _ingest(tmp_path / "more", tiny, orders=orders, order_lines=lines)
+    ingest_csvs(tmp_path / "more", tiny, orders=orders, order_lines=lines)
     fresh = cache.get(tiny)
     assert fresh is not first and fresh.lake_version == first.lake_version + 1
     k2 = replenishment(fresh, "coffee").set_index("customer_id").loc["K2"]
