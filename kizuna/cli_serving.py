@@ -97,7 +97,7 @@ def _print(page, fmt: str) -> None:
         sys.stdout.write(json.dumps(to_json(page), indent=1) + "\n")
 
 
-def _list_command(name: str, example: str, default_min_churn: float = 0.0, due: bool = False):
+def _list_command(name: str, example: str, due: bool = False):
     """The `kizuna lists NAME` command: the same filters, order and page as the API."""
     from kizuna.serving.lists import SPECS
 
@@ -106,7 +106,7 @@ def _list_command(name: str, example: str, default_min_churn: float = 0.0, due: 
     def command(
         min_churn: Annotated[
             float, typer.Option(min=0, max=1, help="Lowest churn probability.")
-        ] = default_min_churn,
+        ] = spec.min_churn,
         max_churn: Annotated[
             float, typer.Option(min=0, max=1, help="Highest churn probability.")
         ] = 1.0,
@@ -191,7 +191,6 @@ def _list_command(name: str, example: str, default_min_churn: float = 0.0, due: 
 _list_command(
     "at-risk",
     "kizuna lists at-risk --min-churn 0.6 --channel email --tier Gold > at-risk.csv",
-    default_min_churn=0.5,
 )
 _list_command(
     "due-to-repurchase",

@@ -5,7 +5,9 @@ The timeline reads the lake. Scanning every event file for one customer costs a 
 100,000 customers, so :class:`CustomerHistory` loads each customer's history once per lake
 version into an in-memory DuckDB table indexed by customer (engagement folded into one
 line per day), and a page reads its customer's rows from there; an ingest or a pushed
-event changes the lake's version and the next read reloads.
+event changes the lake's version and the next read reloads. No page waits for a load
+another request or the start-up warm-up is running: it reads the previous version's rows,
+or, before the first load is done, its one customer's rows straight from the lake.
 """
 
 from __future__ import annotations
@@ -107,6 +109,9 @@ class CustomerHistory:
         self._files: dict[str, set[str]] = {}
         self._version: int | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
+        # One customer's rows per (lake version, customer), read while the first load runs.
+        self._single: dict[tuple[int, str], duckdb.DuckDBPyConnection] = {}
+        self._single_lock = threading.Lock()
         self.seconds = 0.0
 
     def _load_all(self, lake: Lake) -> duckdb.DuckDBPyConnection:
@@ -140,6 +145,7 @@ class CustomerHistory:
             + " UNION ALL ".join(parts)
             + ")"
         )
+        con.execute("BEGIN")  # readers see a customer's old rows or new ones, never none
         con.execute("DELETE FROM timeline WHERE customer_id IN (SELECT customer_id FROM touched)")
         con.execute(f"INSERT INTO timeline {_timeline_sql(lake, only='touched')}")
         if new.get("customers"):
@@ -150,6 +156,7 @@ class CustomerHistory:
                 f"INSERT INTO profile BY NAME SELECT * FROM {lake.relation_sql('customers')} "
                 "WHERE customer_id IN (SELECT customer_id FROM touched)"
             )
+        con.execute("COMMIT")
         return int(con.execute("SELECT count(*) FROM touched").fetchone()[0])
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
@@ -169,6 +176,10 @@ class CustomerHistory:
                 paths = {k: [str(lake.root / f) for f in v] for k, v in new.items()}
                 what = f"{self._reload(self._con, lake, paths):,} customers"
             self._files, self._version = files, manifest.version
+            with self._single_lock:
+                for single in self._single.values():
+                    single.close()
+                self._single.clear()
             self.seconds = time.perf_counter() - started
             log.info("loaded the timelines of %s in %.2f s", what, self.seconds)
             return self._con
@@ -177,9 +188,39 @@ class CustomerHistory:
         """Load now (the API calls it in the background at start-up)."""
         self._connection()
 
+    def _tables(self, customer_id: str) -> duckdb.DuckDBPyConnection:
+        """Where to read the customer's rows without waiting for another thread's load: the
+        loaded tables (the previous version's while a reload runs), or, while the first
+        load runs, this customer's rows read from the lake for this request."""
+        if self._lock.locked():
+            if self._con is not None:
+                return self._con.cursor()
+            return self._one(customer_id)
+        return self._connection().cursor()
+
+    def _one(self, customer_id: str) -> duckdb.DuckDBPyConnection:
+        lake = Lake(self.settings)
+        key = (lake.manifest().version, customer_id)
+        with self._single_lock:
+            con = self._single.get(key)
+            if con is None:
+                con = duckdb.connect()
+                con.execute("SET TimeZone = 'UTC'")
+                con.execute("CREATE TEMP TABLE one AS SELECT ?::VARCHAR AS customer_id", [key[1]])
+                con.execute(
+                    f"CREATE TABLE profile AS SELECT * FROM {lake.relation_sql('customers')} "
+                    "WHERE customer_id = ?",
+                    [customer_id],
+                )
+                con.execute("CREATE TABLE timeline AS " + _timeline_sql(lake, only="one"))
+                self._single[key] = con
+                while len(self._single) > 8:
+                    self._single.pop(next(iter(self._single))).close()
+            return con.cursor()
+
     def profile(self, customer_id: str) -> dict[str, Any] | None:
         """The customer's row of the lake (signup, country, tier, consent), or None."""
-        cursor = self._connection().cursor()
+        cursor = self._tables(customer_id)
         frame = cursor.execute(
             "SELECT * FROM profile WHERE customer_id = ? LIMIT 1", [customer_id]
         ).df()
@@ -190,7 +231,7 @@ class CustomerHistory:
 
     def timeline(self, customer_id: str, limit: int = TIMELINE_LIMIT) -> pd.DataFrame:
         """The customer's latest ``limit`` lake entries, newest first."""
-        cursor = self._connection().cursor()
+        cursor = self._tables(customer_id)
         return cursor.execute(
             "SELECT * FROM timeline WHERE customer_id = ? ORDER BY happened_at DESC LIMIT ?",
             [customer_id, limit],

@@ -34,14 +34,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from kizuna.serving import reasons as phrasing
-from kizuna.serving.scoring import ScoreBook
-from kizuna.training.repurchase import HORIZON_DAYS
+from kizuna.training.horizons import HORIZON_DAYS
+
+if TYPE_CHECKING:
+    from kizuna.serving.scoring import ScoreBook
 
 COLUMNS = [
     "customer_id",
@@ -107,6 +109,7 @@ class ListSpec:
     descending: bool
     sortable: tuple[str, ...]
     explains: str  # churn | timing | replenishment | signup
+    min_churn: float = 0.0  # the churn floor when a request names none
 
 
 _SCORES = ("churn_probability", "value_predicted", "value_at_risk", "p_buy_30d")
@@ -123,6 +126,7 @@ SPECS: dict[str, ListSpec] = {
             True,
             (*_SCORES, *_FACTS),
             "churn",
+            0.5,
         ),
         ListSpec(
             "due-to-repurchase",

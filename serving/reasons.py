@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kizuna.training.repurchase import HORIZON_DAYS, HORIZONS
+from kizuna.training.horizons import HORIZON_DAYS, HORIZONS
 
 Row = Mapping[str, Any]
 

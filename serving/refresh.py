@@ -34,18 +34,28 @@ class Refreshing(Generic[T]):
         self._worker: threading.Thread | None = None
         self.error: str | None = None
 
-    def get(self) -> T:
+    def get(self, wait: bool = True) -> T | None:
         """The current answer, or the previous one while the current one is computed.
-        Raises what ``compute`` raises when there is no answer yet at all."""
+        Raises what ``compute`` raises when there is no answer yet at all.
+
+        Args:
+            wait: when there is no answer yet and another thread is computing the first
+                (the start-up warm-up), wait for it; with False return None instead.
+        """
         version = self._version()
         answer = self._answer
         if answer is not None and answer[0] == version:
             return answer[1]
         if answer is None:
-            with self._lock:  # the first answer: every request waits for the one compute
+            # The first answer: the requests that wait, wait for the one compute.
+            if not self._lock.acquire(blocking=wait):
+                return None
+            try:
                 if self._answer is None or self._answer[0] != version:
                     self._answer = (version, self._compute())
                 return self._answer[1]
+            finally:
+                self._lock.release()
         self._refresh(version)
         return answer[1]
 

@@ -31,7 +31,7 @@ from kizuna.serving.lists import SPECS, to_csv, to_records
 from kizuna.serving.routes.lists import Narrow, known_parameters, page_of
 from kizuna.serving.scoring import MissingModelError, ScoreBook, UnknownCustomerError
 from kizuna.serving.websession import COOKIE, LOGIN_CSRF_COOKIE, Session, Sessions
-from kizuna.training.repurchase import HORIZONS
+from kizuna.training.horizons import HORIZONS
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -224,10 +224,20 @@ def overview(request: Request, session: UiSession) -> Response:
     from kizuna.serving.kpis import KpiError
 
     try:
-        kpis, error = request.app.state.kpis_now.get(), None
+        # Not waiting for the start-up warm-up: a page that says so and reloads itself.
+        kpis, error = request.app.state.kpis_now.get(wait=False), None
     except KpiError as exc:
         kpis, error = None, str(exc)
-    return render(request, "overview.html", session, kpis=kpis, kpi_error=error, page="overview")
+    computing = kpis is None and error is None
+    return render(
+        request,
+        "overview.html",
+        session,
+        kpis=kpis,
+        kpi_error=error,
+        computing=computing,
+        page="overview",
+    )
 
 
 # -- lists -----------------------------------------------------------------------------
@@ -280,9 +290,7 @@ def list_page(
     if "limit" not in request.query_params:
         narrow.rest["limit"] = PAGE_ROWS
     try:
-        page = page_of(
-            request, book, name, narrow.filter(0.5 if name == "at-risk" else 0.0), due_within_days
-        )
+        page = page_of(request, book, name, narrow.filter(SPECS[name].min_churn), due_within_days)
     except MissingModelError as exc:
         return render(
             request, "message.html", session, title="Not available", message=str(exc), status=503
@@ -318,9 +326,7 @@ def list_export(
     book = current_book(request)
     if book is None or name not in SPECS:
         return Response("not ready or unknown list", status_code=503 if book is None else 404)
-    page = page_of(
-        request, book, name, narrow.filter(0.5 if name == "at-risk" else 0.0), due_within_days
-    )
+    page = page_of(request, book, name, narrow.filter(SPECS[name].min_churn), due_within_days)
     return Response(
         to_csv(page.rows),
         media_type="text/csv",

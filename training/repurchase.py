@@ -34,14 +34,10 @@ from kizuna.training.btyd_features import OUTPUTS as BTYD_OUTPUTS
 from kizuna.training.btyd_features import WINDOW as BTYD_WINDOW
 from kizuna.training.btyd_features import BtydFeatures
 from kizuna.training.evaluate import concordance_index, horizon_report
+from kizuna.training.horizons import HORIZON_DAYS, HORIZONS, PERIOD_EDGES
 
 logger = logging.getLogger(__name__)
 
-#: Period boundaries in days after the cutoff; each end is also a reported horizon.
-PERIOD_EDGES = (0, 7, 14, 30, 60, 90)
-HORIZONS = PERIOD_EDGES[1:]
-#: The model's last horizon: no day is dated beyond it (the label window must cover it).
-HORIZON_DAYS = PERIOD_EDGES[-1]
 #: Timing columns -> the survival level whose crossing day they are (P(bought) 25/50/75%).
 QUANTILE_DAYS = {
     "p25_days_to_next_purchase": 0.75,

@@ -278,7 +278,9 @@ def _doc(name: str, extra: str = "", model: type[BaseModel] = ListAnswer) -> dic
 
 @router.get("/at-risk", **_doc("at-risk", "Never-buyers are on never-converted. "))
 def at_risk_list(request: Request, book: Book, _: ListsKey, narrow: Narrow):
-    return answer(page_of(request, book, "at-risk", narrow.filter(0.5)), narrow.format)
+    return answer(
+        page_of(request, book, "at-risk", narrow.filter(SPECS["at-risk"].min_churn)), narrow.format
+    )
 
 
 @router.get("/due-to-repurchase", **_doc("due-to-repurchase"))

@@ -57,6 +57,9 @@ def readyz(request: Request) -> dict[str, Any]:
         # Reasons are filled in the background after start-up; a customer asked for
         # before then gets theirs on the spot.
         "reasons_ready": round(book.reasons_share(), 4),
+        # The marketer page's figures still being prepared after start-up (a page asked
+        # for before then is computed on the spot, or says it is being computed).
+        "page_warming": list(getattr(request.app.state, "page_warming", [])),
     }
 
 

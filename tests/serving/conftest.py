@@ -32,6 +32,13 @@ class Server:
         headers = {"Authorization": f"Bearer {self.keys[scope]}"} if scope else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
+    def wait_page_warm(self, seconds: float = 120) -> None:
+        """Until /readyz says the marketer page's start-up figures are prepared."""
+        deadline = time.monotonic() + seconds
+        while (warming := httpx.get(f"{self.url}/readyz").json()["page_warming"]) != []:
+            assert time.monotonic() < deadline, f"the page is still preparing {warming}"
+            time.sleep(0.2)
+
 
 def free_port() -> int:
     with socket.socket() as s:

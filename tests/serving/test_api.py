@@ -31,6 +31,8 @@ def test_health_and_readiness_need_no_key(server) -> None:
     assert set(ready["models"]) == {"churn", "repurchase", "value", "offers"}
     assert ready["missing_models"] == []
     assert 0.0 <= ready["reasons_ready"] <= 1.0
+    assert set(ready["page_warming"]) <= {"kpis", "category cycles", "lists", "timelines"}
+    server.wait_page_warm()  # the marketer page's figures are prepared behind the serving
 
 
 def test_scores_of_known_customers(server, customers) -> None:

@@ -95,6 +95,7 @@ def test_sign_in_refuses_a_wrong_key_and_a_key_without_lists(watched, server, tm
 )
 def test_every_page_loads_without_console_errors(watched, server, tmp_path, path) -> None:
     page = watched
+    server.wait_page_warm()  # the overview's KPIs are computed behind the start-up
     sign_in(page, server, next_path=path)
     page.wait_for_url(f"{server.url}{path}")
     page.wait_for_load_state("networkidle")
