@@ -223,7 +223,13 @@ def score_command(
     import pyarrow.parquet as pq
 
     from kizuna.serving.decisions import Policy, best_offers, load_catalog
-    from kizuna.serving.scoring import Champions, ServingError, latest_vectors, score_frame
+    from kizuna.serving.scoring import (
+        Champions,
+        ServingError,
+        latest_vectors,
+        score_frame,
+        withhold_opted_out,
+    )
 
     if out.suffix not in (".parquet", ".csv"):
         fail(f"--out {out} must end in .parquet or .csv")
@@ -245,6 +251,7 @@ def score_command(
         table = score_frame(champions.models, part)
         table = pd.concat([table, best_offers(table, catalog, policy, now)], axis=1)
         table = table.drop(columns=[c for c in table.columns if c.startswith("profile_")])
+        table = withhold_opted_out(table)  # an opt-out keeps its row, never its scores
         for name, version in champions.versions.items():
             table[f"{name}_model_version"] = version
         if out.suffix == ".csv":

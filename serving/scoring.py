@@ -254,6 +254,35 @@ def score_frame(models: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# What a row of an opted-out customer keeps in an export: who, when, the consent flags
+# and the loyalty programme's own tier and country (facts the retailer gave, not profiling).
+UNSCORED_KEEPS = ("customer_id", "features_at", "loyalty_tier", "country", "scored")
+
+
+def withhold_opted_out(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``scored`` column, and for every customer who opted out of profiling
+    every score, segment, offer and behavioural fact emptied (docs/data.md: such a customer
+    is never scored). The rows stay, so a CRM sync still sees the customer and knows not
+    to target them."""
+    allowed = table["consent_profiling"].astype("boolean").fillna(True).to_numpy(dtype=bool)
+    out = table.assign(scored=allowed)
+    if allowed.all():
+        return out
+    blocked = ~allowed
+    for column in out.columns:
+        if column in UNSCORED_KEEPS or column.startswith("consent_"):
+            continue
+        values = out[column]
+        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_integer_dtype(values):
+            values = values.astype(object if values.dtype == bool else "Int64")
+        elif not (
+            pd.api.types.is_float_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)
+        ):
+            values = values.astype(object)
+        out[column] = values.mask(blocked)
+    return out
+
+
 def _offer_columns(offers: Any, frame: pd.DataFrame, out: pd.DataFrame) -> None:
     """Add the offer model's columns to ``out``: per channel P(buy | no offer), and per
     offer of the channel its uplift and P(buy | offer)."""

@@ -48,6 +48,7 @@ def outcome_training_frame(
     been built and applied.
     """
     labels = outcome_frame(con, tables, cutoffs, churn_horizon_days, value_days, truncate)
+    labels = allowing_profiling(con, tables, labels)
     feats = training_frame(settings, labels[KEYS], service)
     return feats.merge(labels, on=KEYS, how="inner").reset_index(drop=True)
 
@@ -70,8 +71,22 @@ def exposure_training_frame(
             "no exposures whose response window has closed; ingest campaign exposures "
             "(with a control group) to train the offer model"
         )
+    exposures = allowing_profiling(con, tables, exposures)
     feats = training_frame(settings, exposures[KEYS].drop_duplicates(), service)
     return exposures.merge(feats, on=KEYS, how="left").reset_index(drop=True)
+
+
+def allowing_profiling(
+    con: duckdb.DuckDBPyConnection, tables: Tables, rows: pd.DataFrame
+) -> pd.DataFrame:
+    """``rows`` without the customers who opted out of profiling (``consent_profiling``
+    false in the lake's customers; empty means allowed): an opt-out is in no training set."""
+    opted_out = con.execute(
+        f"SELECT customer_id FROM {tables.customers} WHERE consent_profiling = false"
+    ).df()["customer_id"]
+    if opted_out.empty:
+        return rows
+    return rows[~rows["customer_id"].isin(opted_out)].reset_index(drop=True)
 
 
 #: The two ways cutoffs are split (TimeSplit.scheme).

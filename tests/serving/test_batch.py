@@ -22,7 +22,23 @@ def test_score_writes_every_customer_with_a_best_offer(trained_home, tmp_path) -
     assert "customers/s" not in result.stdout and "/s)" in result.stderr  # progress lines
     table = pd.read_parquet(out)
     assert set(table["customer_id"]) == set(latest_vectors(trained_home)["customer_id"])
-    assert table["churn_probability"].between(0, 1).all()
+    scored = table[table["scored"]]
+    assert scored["churn_probability"].between(0, 1).all()
+    # A profiling opt-out keeps its row and consent flags, and nothing derived from profiling.
+    opted_out = table[table["consent_profiling"].astype("boolean").eq(False).fillna(False)]
+    assert len(opted_out) > 0 and not opted_out["scored"].any()
+    derived = [
+        c
+        for c in table.columns
+        if c not in ("customer_id", "features_at", "loyalty_tier", "country", "scored")
+        and not c.startswith("consent_")
+        and not c.endswith("_model_version")  # which models wrote the file
+    ]
+    assert {"churn_probability", "rfm_segment", "best_offer_id", "uplift_email_10pct"} & set(
+        derived
+    ) >= {"churn_probability", "rfm_segment", "best_offer_id"}
+    assert opted_out[derived].isna().all().all()
+    assert table["scored"].sum() == len(table) - len(opted_out)
     assert {"best_offer_id", "best_offer_channel", "best_offer_expected_profit"} <= set(table)
     offered = table[table["best_offer_id"].notna()]
     assert len(offered) > 0 and (offered["best_offer_expected_profit"] > 0).all()

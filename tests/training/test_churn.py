@@ -54,3 +54,13 @@ def test_risk_bands_follow_the_probability(fitted) -> None:
     out = model.predict(test.head(50))
     assert list(out.columns) == ["churn_probability", "risk_band"]
     assert out.index.equals(test.head(50).index)
+
+
+def test_no_training_set_holds_a_customer_who_opted_out_of_profiling(sim_world) -> None:
+    customers = sim_world.con.execute(
+        f"SELECT customer_id FROM {sim_world.tables.customers} WHERE consent_profiling = false"
+    ).df()["customer_id"]
+    assert len(customers) > 50  # the simulated retailer has opt-outs to leave out
+    for frame in (sim_world.outcomes("churn_v1"), sim_world.exposures()):
+        assert len(frame) > 1_000
+        assert not frame["customer_id"].isin(customers).any()
