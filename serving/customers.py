@@ -112,6 +112,7 @@ class CustomerHistory:
         # One customer's rows per (lake version, customer), read while the first load runs.
         self._single: dict[tuple[int, str], duckdb.DuckDBPyConnection] = {}
         self._single_lock = threading.Lock()
+        self._loader: threading.Thread | None = None
         self.seconds = 0.0
 
     def _load_all(self, lake: Lake) -> duckdb.DuckDBPyConnection:
@@ -189,14 +190,24 @@ class CustomerHistory:
         self._connection()
 
     def _tables(self, customer_id: str) -> duckdb.DuckDBPyConnection:
-        """Where to read the customer's rows without waiting for another thread's load: the
-        loaded tables (the previous version's while a reload runs), or, while the first
-        load runs, this customer's rows read from the lake for this request."""
-        if self._lock.locked():
-            if self._con is not None:
-                return self._con.cursor()
+        """Where to read the customer's rows without waiting for a load: the loaded tables
+        (the previous version's while another thread reloads them), or, until the first
+        load is done (started in the background if nothing started it), this customer's
+        rows read from the lake for this request."""
+        if self._con is None:
+            self._load_in_background()
             return self._one(customer_id)
+        if self._lock.locked():
+            return self._con.cursor()
         return self._connection().cursor()
+
+    def _load_in_background(self) -> None:
+        with self._single_lock:
+            if self._loader is None:
+                self._loader = threading.Thread(
+                    target=self.warm, name="kizuna-timelines", daemon=True
+                )
+                self._loader.start()
 
     def _one(self, customer_id: str) -> duckdb.DuckDBPyConnection:
         lake = Lake(self.settings)

@@ -60,6 +60,7 @@ def _entries(history: CustomerHistory, customer_id: str) -> list[tuple]:
 
 def test_timeline_is_newest_first_with_categories_and_engagement_folded(lake: Settings) -> None:
     history = CustomerHistory(lake)
+    history.warm()
     assert _entries(history, "A") == [
         ("2025-02-12 10:00", "nps_response", None, None),
         ("2025-02-11 09:30", "engagement", None, "email_open=1,session=2"),
@@ -72,6 +73,7 @@ def test_timeline_is_newest_first_with_categories_and_engagement_folded(lake: Se
 
 def test_a_page_during_the_first_load_reads_its_customer_from_the_lake(lake: Settings) -> None:
     loaded = CustomerHistory(lake)
+    loaded.warm()
     expected, profile = _entries(loaded, "A"), loaded.profile("A")
     history = CustomerHistory(lake)
     with history._lock:  # the start-up warm-up is loading every customer
@@ -80,12 +82,15 @@ def test_a_page_during_the_first_load_reads_its_customer_from_the_lake(lake: Set
         assert history.profile("A") == profile
         assert history.profile("nobody") is None
         assert len(history._single) == 2  # A and nobody, each read once
+    history._loader.join(30)  # the reads started the load in the background
+    assert history._con is not None
     assert _entries(history, "A") == expected  # then from the loaded tables
     assert history._single == {}  # the one-customer reads are dropped once loaded
 
 
 def test_a_new_file_reloads_only_its_customers(lake: Settings, tmp_path: Path) -> None:
     history = CustomerHistory(lake)
+    history.warm()
     before_b = _entries(history, "B")
     ingest_csvs(
         tmp_path / "more",
