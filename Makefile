@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The pinned versions tested together; pip installs exactly these.
 CONSTRAINTS := constraints.txt
 
-.PHONY: run test test-fast lint format install clean bench bench-quality bench-serving bench-ui docs chromium
+.PHONY: run test test-fast lint format install clean bench bench-quality bench-serving bench-ui bench-soak docs chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ bench-quality: $(STAMP)
 ## bench-ui: every page's server time and the planner at 100,000 customers
 bench-ui: $(STAMP)
 	$(BIN)/python benchmarks/ui.py --customers 100000
+
+## bench-soak: 10 minutes of mixed API and page traffic at 8 clients against one
+## `kizuna serve` (10,000 customers): errors, latency per route, memory growth
+bench-soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --minutes 10 --clients 8
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -52,6 +52,12 @@ class Tables:
     events: str
     offers: str
     exposures: str
+    # Consent, tier and country changes after the customer row (empty: none).
+    profile_changes: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.profile_changes:
+            object.__setattr__(self, "profile_changes", empty_relation_sql("profile_changes"))
 
     @classmethod
     def from_lake(cls, lake: Lake) -> Tables:

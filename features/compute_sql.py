@@ -387,15 +387,43 @@ def _segment_case() -> str:
     return f"CASE WHEN rfm.r IS NULL THEN {_quoted(NO_PURCHASES)} {whens} END"
 
 
+#: The profile view's columns from the customer row (and its later changes), in order.
+PROFILE_COLUMNS = (
+    "loyalty_tier",
+    "country",
+    "consent_email",
+    "consent_sms",
+    "consent_push",
+    "consent_profiling",
+)
+
+
+def _latest_changes() -> str:
+    """Each profile field's latest non-empty value (by changed_at) among the changes."""
+    return ", ".join(
+        f"arg_max({f}, changed_at) FILTER (WHERE {f} IS NOT NULL) AS {f}" for f in PROFILE_COLUMNS
+    )
+
+
 def profile_sql(tables: Tables, cut: Cut) -> str:
     """customer_profile: tier, country, effective consent, RFM scores and segment."""
     flags = ", ".join(f"{_unsubscribed(ch)} AS unsubscribed_{ch}" for ch in CONSENT_CHANNELS)
     ctes = [
         population_sql(tables, cut),
-        f"""profile AS (
-    SELECT DISTINCT ON (customer_id) customer_id, loyalty_tier, country, consent_email,
-           consent_sms, consent_push, consent_profiling
+        # The customer row overlaid with each field's latest change at or before t.
+        f"""base_profile AS (
+    SELECT DISTINCT ON (customer_id) customer_id, {", ".join(PROFILE_COLUMNS)}
     FROM {tables.customers} AS src WHERE true{cut.only}
+)""",
+        f"""profile_changed AS (
+    SELECT customer_id, {_latest_changes()}
+    FROM {tables.profile_changes} AS src WHERE changed_at <= {cut.t}{cut.only}
+    GROUP BY customer_id
+)""",
+        f"""profile AS (
+    SELECT coalesce(b.customer_id, c.customer_id) AS customer_id,
+           {", ".join(f"coalesce(c.{f}, b.{f}) AS {f}" for f in PROFILE_COLUMNS)}
+    FROM base_profile b FULL JOIN profile_changed c USING (customer_id)
 )""",
         f"""unsubscribes AS (
     SELECT customer_id, {flags} FROM {tables.events} AS src

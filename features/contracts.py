@@ -9,7 +9,7 @@ never disagree.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import pyarrow as pa
@@ -334,8 +334,44 @@ EXPOSURES = Contract(
     row_rules=("propensity must be > 0 (reason propensity:not_positive).",),
 )
 
+#: The customer's fields that can change after sign-up; a change is kept as history.
+PROFILE_FIELDS = (
+    "country",
+    "loyalty_tier",
+    "consent_email",
+    "consent_sms",
+    "consent_push",
+    "consent_profiling",
+)
+
+PROFILE_CHANGES = Contract(
+    kind="profile_changes",
+    description="Optional: changes of a customer's consent, tier or country after their "
+    "customer row, one row per change (empty columns are unchanged). Kizuna writes them "
+    "too: from a re-ingested customer row whose consent, tier or country differs, and "
+    "from `profile_change` events. A customer's profile at time t is their customer row "
+    "overlaid with each field's latest change at or before t: a feature at every cutoff "
+    "and an audit trail.",
+    key=("change_id",),
+    partition_by="changed_at",
+    columns=(
+        Column("change_id", "string", True, "The change's id.", "Unique."),
+        Column("customer_id", "string", True, "Whose profile changed."),
+        Column(
+            "changed_at",
+            "timestamp",
+            True,
+            "When the change was made (or learned).",
+            "Not in the future.",
+            not_in_future=True,
+        ),
+        *(replace(c, required=False) for c in CUSTOMERS.columns if c.name in PROFILE_FIELDS),
+        Column("source", "string", False, "Where the change came from: a file, the API."),
+    ),
+)
+
 CONTRACTS: dict[str, Contract] = {
-    c.kind: c for c in (CUSTOMERS, ORDERS, ORDER_LINES, EVENTS, OFFERS, EXPOSURES)
+    c.kind: c for c in (CUSTOMERS, ORDERS, ORDER_LINES, EVENTS, OFFERS, EXPOSURES, PROFILE_CHANGES)
 }
 
 # File stems that name a kind, so `kizuna ingest orders.csv` needs no --kind.
@@ -348,6 +384,8 @@ KIND_ALIASES: dict[str, str] = {
     "engagement": "events",
     "offers": "offers",
     "exposures": "exposures",
+    "profile_changes": "profile_changes",
+    "consents": "profile_changes",
 }
 
 

@@ -23,6 +23,50 @@ string is an empty value, allowed values are lower-cased, booleans accept
 true/false, yes/no, 1/0, t/f and y/n.
 """
 
+FORMATS = """## Reading a retailer's own format
+
+By default `kizuna ingest` reads CSV as UTF-8 (with or without a byte-order mark), sniffs
+the separator from the header (comma, semicolon, tab or pipe), reads numbers with a decimal
+point and booleans as true/false, yes/no, 1/0, t/f, y/n. Parquet timestamps may have any
+unit: pandas writes nanoseconds, the lake keeps microseconds (finer digits are dropped).
+A file written otherwise is declared per ingest:
+
+| option | in an options file | what it declares |
+|---|---|---|
+| `--sep ';'` | `sep = ";"` | The separator, one character (`\\t` for tab). |
+| `--encoding latin-1` | `encoding = "latin-1"` | The text encoding. A file that is not UTF-8 is refused, naming this option. |
+| `--decimal ,` | `decimal = ","` | Numbers are written 12,50; a dot may then only group thousands (1.234,50). Without it, such values are rejected as `decimal_comma`. |
+| `--true ja --true x` | `true = ["ja", "x"]` | More words for true in yes/no columns, any case, besides the defaults. |
+| `--false nein` | `false = ["nein"]` | More words for false. |
+| `--map "Kunde=customer_id"` | a `[map]` table | Column renames, theirs to ours. |
+
+A shop saves its format once, as TOML or JSON, and passes it with `--options-file`; an
+option given on the command line overrides the file's:
+
+```toml
+# ingest.toml
+sep = ";"
+encoding = "cp1252"
+decimal = ","
+true = ["ja"]
+false = ["nein"]
+
+[map]
+Bestellnummer = "order_id"
+Kundennummer = "customer_id"
+Bestelldatum = "ordered_at"
+Betrag = "amount"
+Retoure = "is_return"
+```
+
+    kizuna ingest bestellungen.csv --kind orders --options-file ingest.toml
+
+Anything that stops a file from being read at all (an unknown option, a wrong separator,
+an encoding that does not fit) is one error line with what to pass instead, exit code 2,
+and nothing is written.
+"""
+
+
 POLICIES = """## Policies
 
 | situation | what ingest does | why |
@@ -55,4 +99,4 @@ def reason_table() -> str:
 
 def data_markdown() -> str:
     """The full text of docs/data.md."""
-    return "\n".join([HEADER, contract_tables(), POLICIES, reason_table()])
+    return "\n".join([HEADER, contract_tables(), FORMATS, POLICIES, reason_table()])

@@ -36,12 +36,15 @@ import pyarrow.parquet as pq
 from kizuna.features.contracts import (
     CONTRACTS,
     KIND_ALIASES,
+    PROFILE_CHANGES,
+    PROFILE_FIELDS,
     Contract,
     arrow_schema,
     contract_for,
 )
 from kizuna.features.lake import Lake, duck_type
 from kizuna.features.presets import Preset, get_preset
+from kizuna.features.privacy import Tombstones
 from kizuna.features.sources import ReadOptions, SourceError, iter_chunks, read_columns
 from kizuna.features.validate import validate
 from kizuna.settings import Settings
@@ -49,7 +52,7 @@ from kizuna.settings import Settings
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int], None]
-CUSTOMER_KINDS = ("orders", "events", "exposures")
+CUSTOMER_KINDS = ("orders", "events", "exposures", "profile_changes")
 
 
 class IngestError(ValueError):
@@ -69,6 +72,11 @@ class KindReport:
     review: Counter = field(default_factory=Counter)
     unknown_customers: int = 0
     already_quarantined: int = 0
+    # Rows of erased customers, dropped (not quarantined, which would keep them).
+    erased: int = 0
+    # Customer rows already in the lake whose consent, tier or country changed: kept as
+    # profile_changes rows (history), not sent to review as conflicts.
+    profile_updates: int = 0
 
     rejected_rows: int = 0
 
@@ -250,6 +258,8 @@ class Ingestor:
         self.now = now or datetime.now(UTC)
         self.progress = progress
         self.ingest_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        self.tombstones = Tombstones(settings)
+        self.lifted: set[str] = set()  # erased customers who gave a new customer record
 
     # -- step 1 and 2: read, map, validate, stage ----------------------------------------
     def _stage_job(self, job: _Job, stager: _Stager, reports: dict[str, KindReport]) -> int:
@@ -326,7 +336,26 @@ class Ingestor:
             stager.rejected_rows(
                 report_kind, _quarantine_raw(raw, reasons.index, reasons, report_kind, job.path)
             )
-        stager.accepted(kind, result.accepted, contract)
+        stager.accepted(kind, self._without_erased(kind, result.accepted, rep), contract)
+
+    def _without_erased(self, kind: str, rows: pd.DataFrame, rep: KindReport) -> pd.DataFrame:
+        """``rows`` less those of erased customers. A customer row whose ``signup_at`` is
+        after the erasure is a new consent record: it is kept, and it lifts the tombstone
+        (once the ingest commits) for the rows of theirs that follow it."""
+        if "customer_id" not in rows or not len(self.tombstones) or rows.empty:
+            return rows
+        erased = self.tombstones.erased_mask(rows["customer_id"])
+        if not erased.any():
+            return rows
+        if kind == "customers" and "signup_at" in rows:
+            signed = pd.to_datetime(rows["signup_at"], utc=True)
+            for index in rows.index[erased]:
+                when = self.tombstones.erased_at(str(rows.at[index, "customer_id"]))
+                if pd.notna(signed[index]) and when is not None and signed[index] > when:
+                    self.lifted.add(str(rows.at[index, "customer_id"]))
+        drop = erased & ~rows["customer_id"].astype(str).isin(self.lifted)
+        rep.erased += int(drop.sum())
+        return rows[~drop]
 
     # -- step 3 and 4: deduplicate against the lake, write by month, commit ---------------
     def _settle(
@@ -375,6 +404,8 @@ class Ingestor:
                     "WHERE u._row_hash = e._row_hash"
                 ).fetchone()
                 rep.already_in_lake += int(same)
+                if kind == "customers":
+                    self._profile_updates(con, lake_rel, out_root, data_files, reports)
             review_sql = (
                 f"SELECT * FROM ({self._review_sql(contract, key, lake_rel, in_lake)}) r "
                 f"WHERE (_row_hash, _version, _reasons) NOT IN (SELECT (_row_hash, _version, "
@@ -435,7 +466,9 @@ class Ingestor:
                     "SELECT order_id, ordered_at FROM new_rows"
                 )
             rep.accepted += con.execute("SELECT count(*) FROM new_rows").fetchone()[0]
-            data_files[kind] = self._write_months(con, kind, contract, out_root)
+            data_files.setdefault(kind, []).extend(
+                self._write_months(con, kind, contract, out_root)
+            )
         for kind, paths in stager.rejected.items():
             target = stager.root / "quarantine" / f"{kind}.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -454,6 +487,66 @@ class Ingestor:
                 con.execute(f"COPY ({fresh}) TO '{target}' (FORMAT parquet)")
                 review_files.append((target, f"{kind}/{self.ingest_id}-rejected.parquet"))
         return data_files, review_files
+
+    def _profile_updates(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        lake_rel: str,
+        out_root: Path,
+        data_files: dict[str, list[tuple[Path, str]]],
+        reports: dict[str, KindReport],
+    ) -> None:
+        """Incoming customer rows of customers already in the lake, with the same sign-up,
+        are profile updates, not conflicts: each field that differs from the customer's
+        current profile (their row overlaid with the latest changes) becomes a
+        ``profile_changes`` row dated at this ingest; an empty field changes nothing."""
+        changes_rel = self.lake.relation_sql("profile_changes")
+        latest = ", ".join(
+            f"arg_max({f}, changed_at) FILTER (WHERE {f} IS NOT NULL) AS {f}"
+            for f in PROFILE_FIELDS
+        )
+        changed = ", ".join(
+            f"CASE WHEN u.{f} IS NOT NULL AND u.{f} IS DISTINCT FROM coalesce(ch.{f}, l.{f}) "
+            f"THEN u.{f} END AS {f}"
+            for f in PROFILE_FIELDS
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE profile_updated AS SELECT u.customer_id, {changed} "
+            f"FROM uniq u JOIN (SELECT DISTINCT ON (customer_id) * FROM {lake_rel} "
+            "SEMI JOIN existing USING (customer_id)) l USING (customer_id) "
+            f"LEFT JOIN (SELECT customer_id, {latest} FROM {changes_rel} GROUP BY customer_id) "
+            "ch USING (customer_id) "
+            "WHERE u._row_hash <> l._row_hash AND u.signup_at IS NOT DISTINCT FROM l.signup_at"
+        )
+        any_change = " OR ".join(f"{f} IS NOT NULL" for f in PROFILE_FIELDS)
+        total, n_changed = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE {any_change}) FROM profile_updated"
+        ).fetchone()
+        if not total:
+            return
+        rep = reports["customers"]
+        rep.profile_updates += int(n_changed)
+        rep.already_in_lake += int(total - n_changed)  # their changes are in the lake
+        # The updated customers are neither new rows nor conflicts.
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE uniq_profiles AS "
+            "SELECT * FROM uniq ANTI JOIN profile_updated USING (customer_id)"
+        )
+        con.execute("CREATE OR REPLACE TEMP VIEW uniq AS SELECT * FROM uniq_profiles")
+        if not n_changed:
+            return
+        source = ", ".join(p.name for p in self.source_paths).replace("'", "''")
+        columns = ", ".join(PROFILE_FIELDS)
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW new_rows AS SELECT *, "
+            f"{_hash_sql(PROFILE_CHANGES)} AS _row_hash FROM (SELECT "
+            f"'{self.ingest_id}:' || customer_id AS change_id, customer_id, "
+            f"TIMESTAMPTZ '{self.now.isoformat()}' AS changed_at, {columns}, "
+            f"'ingest {source}' AS source FROM profile_updated WHERE {any_change})"
+        )
+        data_files.setdefault("profile_changes", []).extend(
+            self._write_months(con, "profile_changes", PROFILE_CHANGES, out_root, "-updates")
+        )
 
     def _quarantined(self, kind: str, what: str) -> str:
         """What earlier ingests quarantined for ``kind`` (empty relation when nothing)."""
@@ -490,7 +583,12 @@ class Ingestor:
         )
 
     def _write_months(
-        self, con: duckdb.DuckDBPyConnection, kind: str, contract: Contract, out_root: Path
+        self,
+        con: duckdb.DuckDBPyConnection,
+        kind: str,
+        contract: Contract,
+        out_root: Path,
+        tag: str = "",
     ) -> list[tuple[Path, str]]:
         if con.execute("SELECT count(*) FROM new_rows").fetchone()[0] == 0:
             return []
@@ -515,16 +613,16 @@ class Ingestor:
         cols = ", ".join(
             f"{prefix}{d[0]}" for d in con.execute("SELECT * FROM new_rows LIMIT 0").description
         )
-        target = out_root / kind
+        target = out_root / f"{kind}{tag}"  # a tagged write has a folder of its own
         out_root.mkdir(parents=True, exist_ok=True)
         con.execute(
             f"COPY (SELECT {cols}, '{self.ingest_id}' AS _ingest_id, {month} AS month "
             f"FROM {source}) TO '{target}' (FORMAT parquet, PARTITION_BY (month), "
-            f"FILENAME_PATTERN 'part-{self.ingest_id}-{{i}}')"
+            f"FILENAME_PATTERN 'part-{self.ingest_id}{tag}-{{i}}')"
         )
         return [
             (p, f"{kind}/{p.relative_to(target).as_posix()}")
-            for p in sorted(target.rglob("*.parquet"))
+            for p in sorted(target.rglob(f"part-{self.ingest_id}{tag}-*.parquet"))
         ]
 
     # -- the whole run -------------------------------------------------------------------
@@ -533,6 +631,9 @@ class Ingestor:
         self.source_paths = [j.path for j in jobs]
         for job in jobs:
             _check_columns(job)
+        # Customers first: a new customer record of an erased customer must precede the
+        # rest of their rows (see _without_erased).
+        jobs = sorted(jobs, key=lambda job: job.kind != "customers")
         with self.lake.writer() as writer:
             staging = self.settings.staging_dir / self.ingest_id
             staging.mkdir(parents=True)
@@ -555,6 +656,7 @@ class Ingestor:
                         "accepted": {k: r.accepted for k, r in reports.items()},
                     },
                 )
+                self.tombstones.lift(self.lifted)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return IngestReport(
@@ -619,7 +721,12 @@ def ingest(
     kind: str | None = None,
     mapping: str | dict[str, str] | None = None,
     preset: str | None = None,
-    encoding: str = "utf-8",
+    encoding: str | None = None,
+    sep: str | None = None,
+    decimal: str | None = None,
+    true_words: Sequence[str] | None = None,
+    false_words: Sequence[str] | None = None,
+    options_file: Path | None = None,
     now: datetime | None = None,
     progress: ProgressFn | None = None,
 ) -> IngestReport:
@@ -631,27 +738,61 @@ def ingest(
         kind: the contract the files follow; guessed from the file name or columns if None.
         mapping: column renames, ``"theirs=ours,..."`` or a dict.
         preset: name of a preset for a known foreign format (see ``kizuna ingest --help``).
-        encoding: text encoding of CSV files.
+        encoding: text encoding of CSV files (default UTF-8, with or without a BOM).
+        sep: CSV separator, one character (default: sniffed from the header).
+        decimal: ``","`` for numbers written 12,50 (default ``"."``).
+        true_words: more words read as true in boolean columns, any case (``ja``).
+        false_words: more words read as false in boolean columns, any case (``nein``).
+        options_file: a saved format (TOML or JSON: sep, encoding, decimal, true, false,
+            map); the arguments above override what it says.
         now: the clock for the future-timestamp rule (tests pin it).
         progress: called as ``progress(file_name, bytes_done, bytes_total)``.
 
     Raises:
-        IngestError, SourceError: the input cannot be ingested; nothing was written.
+        IngestError: the input or the options cannot be ingested; nothing was written.
     """
-    if kind is not None:
-        kind = KIND_ALIASES.get(kind, kind)
-        contract_for(kind)
-    rename = parse_mapping(mapping) if isinstance(mapping, str) or mapping is None else mapping
-    chosen = get_preset(preset) if preset else None
-    if chosen is not None and (kind or rename):
-        raise IngestError("--preset sets kinds and columns itself; drop --kind and --map")
-    files = _expand([Path(p) for p in paths])
-    jobs = []
-    for path in files:
-        options = chosen.read_options(path) if chosen else ReadOptions()
-        options.encoding = encoding if not chosen else options.encoding
-        jobs.append(_Job(path, kind, chosen, rename, options))
+    from dataclasses import replace
+
+    from kizuna.features.sources import DeclaredFormat, load_format
+
     try:
+        declared = DeclaredFormat(
+            sep=sep,
+            encoding=encoding,
+            decimal=decimal,
+            true_words=tuple(true_words) if true_words else None,
+            false_words=tuple(false_words) if false_words else None,
+            mapping=mapping or None,
+        )
+        if options_file is not None:
+            declared = declared.over(load_format(Path(options_file)))
+        if kind is not None:
+            kind = KIND_ALIASES.get(kind, kind)
+            try:
+                contract_for(kind)
+            except ValueError as exc:
+                raise IngestError(f"--kind: {exc}") from None
+        declared_map = declared.mapping
+        rename = parse_mapping(declared_map) if not isinstance(declared_map, dict) else declared_map
+        chosen = get_preset(preset) if preset else None
+        if chosen is not None and (kind or rename):
+            raise IngestError("--preset sets kinds and columns itself; drop --kind and --map")
+        if chosen is not None and (declared.declares_format() or options_file is not None):
+            raise IngestError(
+                "--preset sets the file format itself; drop --sep, --encoding, --decimal, "
+                "--true, --false and --options-file"
+            )
+        read_options = declared.read_options()
+        jobs = [
+            _Job(
+                path,
+                kind,
+                chosen,
+                rename,
+                chosen.read_options(path) if chosen else replace(read_options),
+            )
+            for path in _expand([Path(p) for p in paths])
+        ]
         return Ingestor(settings, now=now, progress=progress).run(jobs)
     except SourceError as exc:
         raise IngestError(str(exc)) from exc

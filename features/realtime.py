@@ -48,13 +48,15 @@ def push_updates(
     orders: pd.DataFrame | None = None,
     events: pd.DataFrame | None = None,
     order_lines: pd.DataFrame | None = None,
+    profile_changes: pd.DataFrame | None = None,
     as_of: datetime | None = None,
 ) -> PushReport:
     """Land new orders and events, then push the touched customers' features online.
 
     Args:
         settings: where the lake and the feature store are.
-        orders, events, order_lines: new rows in the contracts of docs/data.md.
+        orders, events, order_lines, profile_changes: new rows in the contracts of
+            docs/data.md.
         as_of: the moment the features describe; default now. Rows later than it are
             ingested but not counted (no leakage into the present).
 
@@ -63,10 +65,15 @@ def push_updates(
         customers refreshed and the files appended to the offline log.
     """
     as_of = as_of or datetime.now(UTC)
-    frames = {"orders": orders, "order_lines": order_lines, "events": events}
+    frames = {
+        "orders": orders,
+        "order_lines": order_lines,
+        "events": events,
+        "profile_changes": profile_changes,
+    }
     frames = {k: v for k, v in frames.items() if v is not None and len(v)}
     if not frames:
-        raise ValueError("nothing to push: give orders, order_lines or events")
+        raise ValueError("nothing to push: give orders, order_lines, events or profile_changes")
     incoming = settings.home_dir / ".incoming" / uuid.uuid4().hex
     incoming.mkdir(parents=True)
     try:
@@ -83,7 +90,7 @@ def push_updates(
     con = connect(settings)
     customers = {
         str(c)
-        for kind in ("orders", "events")
+        for kind in ("orders", "events", "profile_changes")
         if kind in frames
         for c in frames[kind]["customer_id"].dropna()
     }

@@ -283,7 +283,7 @@ def simulate(
     out = Path(out)
     truth_dir = out / "ground_truth"
     truth_dir.mkdir(parents=True, exist_ok=True)
-    tables = {kind: out / f"{kind}.parquet" for kind in CONTRACTS}
+    tables = {kind: out / f"{kind}.parquet" for kind in SIMULATED_KINDS}
     truths = {kind: truth_dir / f"{kind}.parquet" for kind in _TRUTH_SCHEMAS}
 
     campaigns = campaign_schedule(days)
@@ -295,10 +295,10 @@ def simulate(
         product_prices=_product_prices(np.random.default_rng(np.random.SeedSequence(seed))),
         customer_id_width=max(6, len(str(customers))),
     )
-    schemas = {kind: contract_schema(CONTRACTS[kind]) for kind in CONTRACTS}
+    schemas = {kind: contract_schema(CONTRACTS[kind]) for kind in SIMULATED_KINDS}
     schemas["customers"] = _CUSTOMER_SCHEMA
     counters = _Counters()
-    rows = dict.fromkeys(CONTRACTS, 0)
+    rows = dict.fromkeys(SIMULATED_KINDS, 0)
     truth_rows = dict.fromkeys(_TRUTH_SCHEMAS, 0)
     exposures_per_campaign = np.zeros(len(campaigns), dtype=np.int64)
 
@@ -354,6 +354,9 @@ def contract_schema(contract: Contract) -> pa.Schema:
     return arrow_schema(contract, strict=True)
 
 
+#: The tables the simulator writes (consent changes are not simulated: each customer keeps
+#: the profile of their customer row).
+SIMULATED_KINDS = tuple(kind for kind in CONTRACTS if kind != "profile_changes")
 _CUSTOMER_SCHEMA = contract_schema(CONTRACTS["customers"]).append(
     pa.field("attr_acquisition_channel", pa.string())
 )

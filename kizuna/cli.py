@@ -53,8 +53,11 @@ def _register_subcommands() -> None:
     app.command("serve")(serve_command)
     app.command("score")(score_command)
 
+    from kizuna.cli_customers import customers_app
     from kizuna.cli_kpis import kpis_command
     from kizuna.cli_plan import plan_command
+
+    app.add_typer(customers_app, name="customers")
 
     app.command("kpis")(kpis_command)
     app.command("plan")(plan_command)
@@ -173,6 +176,18 @@ def print_ingest_report(report) -> None:
     for rep in report.kinds.values():
         for reason, n in sorted({**rep.rejected, **rep.review}.items(), key=lambda kv: -kv[1]):
             console.print(f"  {rep.kind}: {n:,} x {reason}", highlight=False)
+        if rep.profile_updates:
+            console.print(
+                f"  {rep.kind}: {rep.profile_updates:,} customers changed consent, tier or "
+                "country: kept as profile changes (history), in effect from now",
+                highlight=False,
+            )
+        if rep.erased:
+            console.print(
+                f"  {rep.kind}: {rep.erased:,} rows of erased customers were dropped (a "
+                "customer row with a signup_at after the erasure brings a customer back)",
+                highlight=False,
+            )
         if rep.already_quarantined:
             console.print(
                 f"  {rep.kind}: {rep.already_quarantined:,} rejected rows were already in "
@@ -207,13 +222,50 @@ def ingest(
         str | None,
         typer.Option(help="A known foreign format: cdnow, online-retail or hillstrom."),
     ] = None,
-    encoding: Annotated[str, typer.Option(help="Text encoding of CSV files.")] = "utf-8",
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help="Text encoding of CSV files, e.g. latin-1 or cp1252 "
+            "(default utf-8, with or without a byte-order mark)."
+        ),
+    ] = None,
+    sep: Annotated[
+        str | None,
+        typer.Option(
+            help="CSV separator, one character: , ; | or \\t (default: sniffed from the header)."
+        ),
+    ] = None,
+    decimal: Annotated[
+        str | None,
+        typer.Option(help="Decimal mark: , for numbers written 12,50 or 1.234,50 (default .)."),
+    ] = None,
+    true_words: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--true",
+            help="A word meaning true in yes/no columns, any case; repeat it: --true ja --true x.",
+        ),
+    ] = None,
+    false_words: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--false", help="A word meaning false in yes/no columns, any case; repeat it."
+        ),
+    ] = None,
+    options_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A saved format, TOML or JSON, with sep, encoding, decimal, true, false and "
+            "map; options given here override it."
+        ),
+    ] = None,
 ) -> None:
     """Validate files against their contract and land them in the lake.
 
     Accepted rows go to `$KIZUNA_HOME/lake/<kind>/month=YYYY-MM/`; every rejected row goes,
     whole and with its reasons, to `$KIZUNA_HOME/quarantine/<kind>/`. Ingesting the same
-    file twice adds nothing; a crash or Ctrl-C leaves the lake as it was.
+    file twice adds nothing; a crash or Ctrl-C leaves the lake as it was. A file that
+    cannot be read at all is one error (exit code 2) and nothing is written.
 
     Examples:
 
@@ -221,15 +273,19 @@ def ingest(
 
         kizuna ingest export.csv.gz --kind orders --map "OrderNo=order_id,Total=amount"
 
+        kizuna ingest bestellungen.csv --sep ';' --decimal , --true ja --false nein
+
+        kizuna ingest bestellungen.csv --options-file ingest.toml
+
         kizuna ingest --preset online-retail online_retail_II.csv.gz
     """
     from kizuna.features.ingest import IngestError
     from kizuna.features.ingest import ingest as run_ingest
     from kizuna.features.lake import LakeBusyError
 
-    settings = get_settings()
     with _interrupts() as interrupted:
         try:
+            settings = get_settings()
             with _ingest_progress() as progress:
                 report = run_ingest(
                     paths,
@@ -238,6 +294,11 @@ def ingest(
                     mapping=map_,
                     preset=preset,
                     encoding=encoding,
+                    sep=sep,
+                    decimal=decimal,
+                    true_words=true_words,
+                    false_words=false_words,
+                    options_file=options_file,
                     progress=_Bar(progress),
                 )
         except BaseException as exc:
@@ -247,8 +308,31 @@ def ingest(
                 raise typer.Exit(130) from None
             if isinstance(exc, IngestError | LakeBusyError | ValueError):
                 fail(str(exc))
-            raise
+            if isinstance(exc, OSError):
+                fail(
+                    f"{exc.filename or 'ingest'}: {exc.strerror or exc}; check the path and that "
+                    "KIZUNA_HOME is writable and has space. The lake is as it was"
+                )
+            # A bug, not bad input: the traceback goes to the log (-v), the user gets a line.
+            logging.getLogger("kizuna.cli").info("ingest failed", exc_info=True)
+            fail(
+                f"ingest failed unexpectedly ({type(exc).__name__}: {exc}); the lake is as it "
+                "was. Run `kizuna -v ingest ...` to see where, and report it with that output"
+            )
     print_ingest_report(report)
+    reasons = {r.split(":", 1)[-1] for rep in report.kinds.values() for r in rep.rejected}
+    if "decimal_comma" in reasons:
+        console.print(
+            "hint: numbers written like 12,50 were rejected; declare a decimal comma with "
+            '--decimal , (or decimal = "," in an --options-file) and ingest again',
+            highlight=False,
+        )
+    if "not_a_boolean" in reasons:
+        console.print(
+            "hint: yes/no values were not understood; declare the file's words, e.g. "
+            "--true ja --false nein (or true/false in an --options-file), and ingest again",
+            highlight=False,
+        )
 
 
 @app.command()

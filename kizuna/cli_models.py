@@ -204,6 +204,30 @@ def rollback_command(
     console.print(f"kizuna-{model} v{version} is champion again", highlight=False)
 
 
+def feature_store_problem(exc: Exception, settings) -> str | None:
+    """What to run first when the features or the Feast registry are missing or broken
+    (a fresh ingest has neither); None when ``exc`` is about something else."""
+    from feast.errors import FeastError
+    from google.protobuf.message import DecodeError
+
+    from kizuna.features.store import FeatureStoreError
+
+    registry = settings.home_dir / "feast" / "registry.db"
+    if isinstance(exc, FeatureStoreError):
+        return f"the feature store is not ready: {exc}; then run the backtest again"
+    if isinstance(exc, DecodeError):
+        return (
+            f"the Feast registry {registry} is damaged ({exc}); delete it and run the "
+            "backtest again (it registers the features anew)"
+        )
+    if isinstance(exc, FeastError):
+        return (
+            f"the Feast registry does not match the features ({type(exc).__name__}: {exc}); "
+            "run `kizuna features build` and `kizuna features apply`, then the backtest again"
+        )
+    return None
+
+
 def parse_horizon(text: str | None) -> int | None:
     from kizuna.cli_features import parse_every
 
@@ -284,6 +308,11 @@ def backtest_command(
         )
     except (TrainingError, ValueError) as exc:
         fail(str(exc))
+    except Exception as exc:
+        message = feature_store_problem(exc, settings)
+        if message is None:
+            raise
+        fail(message)
     if not report.metrics.empty:
         for name, table in report.metrics.groupby("model", sort=False):
             print_evaluation(

@@ -39,7 +39,9 @@ def plan_command(
     holdout: Annotated[
         float, typer.Option(min=0, max=0.5, help="Share of assigned customers held out.")
     ] = 0.1,
-    seed: Annotated[int | None, typer.Option(help="The holdout's seed; default random.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="The holdout's seed (0 or more); default random.")
+    ] = None,
     list_name: Annotated[
         AudienceName,
         typer.Option("--list", help="The marketer list the audience comes from."),

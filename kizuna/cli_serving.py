@@ -12,7 +12,7 @@ import typer
 from kizuna.console import console, err, fail
 from kizuna.settings import get_settings
 
-keys_app = typer.Typer(help="Create and list API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 lists_app = typer.Typer(help="Print the marketer lists as CSV or JSON.", no_args_is_help=True)
 
 
@@ -45,35 +45,89 @@ def create_key(
     scopes: Annotated[
         str, typer.Option(help="Comma-separated: score, offers, events, lists, admin.")
     ] = "score",
+    expires: Annotated[
+        str | None,
+        typer.Option(help="When the key stops working: 90d, 12h, or a date (2027-03-31)."),
+    ] = None,
 ) -> None:
-    """Create an API key and print it once (only its hash is stored).
+    """Create an API key and print it once (only its hash is stored). A running server
+    admits it from its next request.
 
     Example:
 
-        kizuna keys create --name crm-sync --scopes score,lists
+        kizuna keys create --name crm-sync --scopes score,lists --expires 90d
     """
-    from kizuna.serving.keys import KeyError_, KeyStore, parse_scopes
+    from kizuna.serving.keys import KeyError_, KeyStore, parse_expiry, parse_scopes
 
     try:
-        key = KeyStore(get_settings()).create(name, parse_scopes(scopes))
+        until = parse_expiry(expires) if expires else None
+        key = KeyStore(get_settings()).create(name, parse_scopes(scopes), until)
     except KeyError_ as exc:
         fail(str(exc))
-    err.print(f"created key {name!r} with scopes {scopes}; it is shown only now:")
+    valid = f", valid until {until.isoformat()}" if until else ""
+    err.print(f"created key {name!r} with scopes {scopes}{valid}; it is shown only now:")
     console.print(key, highlight=False)
 
 
-@keys_app.command("list")
-def list_keys() -> None:
-    """List the keys' names, scopes and creation times (never the keys).
+@keys_app.command("revoke")
+def revoke_key(
+    names: Annotated[list[str], typer.Argument(help="The names of the keys to revoke.")],
+) -> None:
+    """Revoke keys by name: a running server refuses them from its next request, and the
+    marketer page's sessions signed in with them end. The record stays, for the audit.
 
     Example:
 
-        kizuna keys list
+        kizuna keys revoke crm-sync
     """
+    from kizuna.serving.keys import KeyError_, KeyStore
+
+    store = KeyStore(get_settings())
+    for name in names:
+        try:
+            revoked = store.revoke(name)
+        except KeyError_ as exc:
+            fail(str(exc))
+        err.print(f"revoked key {name!r} at {revoked.revoked}")
+
+
+@keys_app.command("list")
+def list_keys(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per key.")] = False,
+) -> None:
+    """List the keys' names, scopes, creation, expiry, revocation and last use (never the
+    keys): tab-separated with a header, or JSON.
+
+    Example:
+
+        kizuna keys list --json
+    """
+    import json
+    from datetime import UTC, datetime
+
     from kizuna.serving.keys import KeyStore
 
-    for key in KeyStore(get_settings()).list():
-        console.print(f"{key.name}\t{','.join(key.scopes)}\t{key.created}", highlight=False)
+    store = KeyStore(get_settings())
+    used = store.last_used()
+    now = datetime.now(UTC)
+    if not as_json:
+        typer.echo("name\tscopes\tcreated\texpires\tstatus\tlast_used")
+    for key in store.list():
+        status = "revoked" if key.revoked else ("expired" if key.refusal(now) else "active")
+        row = {
+            "name": key.name,
+            "scopes": list(key.scopes),
+            "created": key.created,
+            "expires": key.expires,
+            "revoked": key.revoked,
+            "status": status,
+            "last_used": used.get(key.name),
+        }
+        if as_json:
+            typer.echo(json.dumps(row))
+            continue
+        cells = [key.name, ",".join(key.scopes), key.created, key.expires or "never", status]
+        typer.echo("\t".join([*cells, used.get(key.name) or "never"]))
 
 
 def _book():
@@ -266,6 +320,9 @@ def score_command(
     if writer is not None:
         writer.close()
     tmp.replace(out)
+    from kizuna.features.privacy import remember_output
+
+    remember_output(settings, out)  # an erasure rewrites this file too
     console.print(
         f"wrote {len(frame):,} customers to {out} in {time.perf_counter() - started:.1f} s",
         highlight=False,

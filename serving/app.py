@@ -18,15 +18,26 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
+import pandas as pd
 from fastapi import FastAPI
 
+from kizuna.features.privacy import Tombstones
 from kizuna.features.store import open_store
 from kizuna.serving import errors, web
 from kizuna.serving.decisions import DecisionLog, Policy, load_catalog
 from kizuna.serving.events import EventInbox, to_contract_frames
 from kizuna.serving.keys import KeyStore
-from kizuna.serving.metrics import CUSTOMERS_SCORED, LATENCY, MODEL_VERSION
-from kizuna.serving.routes import campaigns, events, kpis, lists, meta, offers, scores
+from kizuna.serving.metrics import CUSTOMERS_SCORED, LATENCY, MODEL_VERSION, watch_inbox
+from kizuna.serving.routes import (
+    campaigns,
+    customers,
+    events,
+    kpis,
+    lists,
+    meta,
+    offers,
+    scores,
+)
 from kizuna.serving.scoring import (
     Champions,
     ScoreBook,
@@ -69,10 +80,22 @@ def apply_events(settings: Settings, app: FastAPI, batch: list[dict]) -> None:
     """Land a batch of events, push the touched customers' features, rescore them."""
     from kizuna.features.realtime import push_updates
 
+    # Erased customers' events: redacted in the log, or still queued from before the
+    # erasure; neither may bring the customer back.
+    batch = [e for e in batch if not e.get("erased")]
+    if batch:
+        erased = app.state.tombstones.erased_mask(pd.Series([e["customer_id"] for e in batch]))
+        batch = [e for e, gone in zip(batch, erased, strict=True) if not gone]
+    if not batch:
+        return
     frames = to_contract_frames(batch)
     now = datetime.now(UTC)
     report = push_updates(
-        settings, orders=frames.get("orders"), events=frames.get("events"), as_of=now
+        settings,
+        orders=frames.get("orders"),
+        events=frames.get("events"),
+        profile_changes=frames.get("profile_changes"),
+        as_of=now,
     )
     book = app.state.book
     if book is not None and report.customers:
@@ -235,6 +258,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.keys = KeyStore(settings)
+        app.state.tombstones = Tombstones(settings)
         app.state.policy = Policy.from_settings(settings)
         app.state.decisions = DecisionLog(settings.home_dir / "serving")
         app.state.rng = np.random.default_rng()
@@ -255,6 +279,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.inbox = EventInbox(
             settings.home_dir / "serving", lambda batch: apply_events(settings, app, batch)
         )
+        watch_inbox(app.state.inbox)
         stop = threading.Event()
         watcher = threading.Thread(
             target=watch_champions, args=(settings, app, stop), name="kizuna-champions", daemon=True
@@ -265,6 +290,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             stop.set()
             app.state.inbox.close()
+            app.state.keys.flush()
             if app.state.book is not None:
                 app.state.book.close()
 
@@ -284,7 +310,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BlankFieldsMiddleware)
     app.add_middleware(TimingMiddleware)
 
-    routers = (scores, offers, campaigns, events, lists, kpis, meta)
+    routers = (scores, offers, campaigns, events, lists, kpis, customers, meta)
     for module in routers:
         app.include_router(module.router)
     web.install(app)

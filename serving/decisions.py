@@ -230,6 +230,50 @@ class DecisionLog:
     def contacts(self, customer_id: str) -> list[tuple[datetime, str, str]]:
         return self._contacts.get(customer_id, [])
 
+    def forget(self, customer_ids: set[str]) -> tuple[int, int]:
+        """Erase the customers' decisions and their outcomes from the log files and from
+        memory (privacy erasure); returns (decisions, outcomes) removed."""
+        with self._lock:
+            gone = {d for c in customer_ids for d in self._by_customer.get(c, ())}
+            counts = (
+                self._rewrite(
+                    "decisions.jsonl", lambda r: r.get("customer_id") not in customer_ids
+                ),
+                self._rewrite("outcomes.jsonl", lambda r: r.get("decision_id") not in gone),
+            )
+            for customer_id in customer_ids:
+                self._by_customer.pop(customer_id, None)
+                self._contacts.pop(customer_id, None)
+            for decision_id in gone:
+                self._decisions.pop(decision_id, None)
+                self._outcomes.pop(decision_id, None)
+        return counts
+
+    def _rewrite(self, name: str, keep) -> int:
+        path = self.folder / name
+        if not path.exists():
+            return 0
+        kept, removed = [], 0
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-write
+            if keep(record):
+                kept.append(line)
+            else:
+                removed += 1
+        if removed:
+            tmp = path.with_name(f".{name}.tmp")
+            with tmp.open("w") as out:
+                out.write("".join(line + "\n" for line in kept))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        return removed
+
 
 @dataclass(frozen=True)
 class Candidate:

@@ -40,9 +40,13 @@ def require(scope: str) -> Callable[[Request], ApiKey]:
                 f"{scope}`",
             )
         store: KeyStore = request.app.state.keys
-        key = store.find(presented)
+        key, refusal = store.check(presented)
         if key is None:
-            raise Problem(401, "unknown API key; create one with `kizuna keys create`")
+            # Never the key itself: errors and logs name keys, they do not quote them.
+            raise Problem(
+                401,
+                f"{refusal}; ask for a new key (`kizuna keys create --name NAME --scopes {scope}`)",
+            )
         if not key.allows(scope):
             raise Problem(
                 403,

@@ -6,7 +6,9 @@ is not logged again. A worker thread then applies each batch: the lake (the vali
 idempotent ingest of kizuna.features.realtime), the touched customers' features (pushed to
 the online store) and their scores in the book. How many log lines have been applied is
 kept beside the log, so after a crash the unapplied tail is replayed at start-up; replaying
-an applied batch changes nothing, because the ingest is idempotent too.
+an applied batch changes nothing, because the ingest is idempotent too. A failing batch is
+retried in place (nothing after it goes first) and, if it never succeeds, moved aside with
+its reason (``events.poison.jsonl``), never silently skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +28,37 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 PURCHASE = "purchase"
+PROFILE_CHANGE = "profile_change"
+PROFILE_DTYPES = {
+    "country": "string",
+    "loyalty_tier": "string",
+    "consent_email": "boolean",
+    "consent_sms": "boolean",
+    "consent_push": "boolean",
+    "consent_profiling": "boolean",
+}
 
 
 def to_contract_frames(events: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
-    """API events as the lake's ``orders`` (purchases) and ``events`` (engagement) rows."""
+    """API events as the lake's ``orders`` (purchases), ``events`` (engagement) and
+    ``profile_changes`` (consent, tier or country changes) rows."""
     purchases = [e for e in events if e["type"] == PURCHASE]
-    engagement = [e for e in events if e["type"] != PURCHASE]
+    changes = [e for e in events if e["type"] == PROFILE_CHANGE]
+    engagement = [e for e in events if e["type"] not in (PURCHASE, PROFILE_CHANGE)]
     frames: dict[str, pd.DataFrame] = {}
+    if changes:
+        frames["profile_changes"] = pd.DataFrame(
+            {
+                "change_id": [e["event_id"] for e in changes],
+                "customer_id": [e["customer_id"] for e in changes],
+                "changed_at": pd.to_datetime([e["occurred_at"] for e in changes], utc=True),
+                **{
+                    f: pd.array([(e.get("changes") or {}).get(f) for e in changes], dtype=dtype)
+                    for f, dtype in PROFILE_DTYPES.items()
+                },
+                "source": "api",
+            }
+        )
     if purchases:
         frames["orders"] = pd.DataFrame(
             {
@@ -57,28 +84,51 @@ def to_contract_frames(events: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
 
 # The most events applied in one pass when batches queue up.
 MAX_EVENTS_PER_APPLY = 10_000
+#: Seconds between the attempts at one batch before it is moved aside as poison.
+RETRY_DELAYS = (0.5, 2.0, 5.0, 15.0)
 
 
 class EventInbox:
-    """The write-ahead log of accepted events and the worker that applies them.
+    """The write-ahead log of accepted events and the worker that applies them, in order.
+
+    A batch that fails is retried (``retry_delays``); nothing after it is applied until it
+    succeeds, so the applied-up-to marker never passes a batch that was not applied. One
+    that still fails after every retry is *poison*: it is copied with its reason to
+    ``events.poison.jsonl``, counted in ``/readyz`` and the metrics, and only then passed;
+    its event ids are released, so the CRM can send them again once the cause is fixed.
+    Closing the inbox (or a crash) mid-retry leaves the batch unapplied: it is replayed at
+    the next start.
 
     Args:
-        folder: where ``events.jsonl`` and ``events.applied`` live.
+        folder: where ``events.jsonl``, ``events.applied`` and ``events.poison.jsonl`` live.
         apply: called by the worker thread with the events to apply (a list of event
             dicts): one accepted batch, or several that queued up, in order.
+        retry_delays: seconds to wait before each retry of a failing batch.
     """
 
-    def __init__(self, folder: Path, apply: Callable[[list[dict[str, Any]]], None]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        apply: Callable[[list[dict[str, Any]]], None],
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
+    ) -> None:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "events.jsonl"
         self.marker = folder / "events.applied"
+        self.poison_path = folder / "events.poison.jsonl"
         self._apply = apply
+        self._delays = retry_delays
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._halted = False  # a failing batch was left for the next start
         self._queue: queue.Queue[tuple[int, list[dict[str, Any]]] | None] = queue.Queue()
         self._seen: set[str] = set()
         self._lines = 0
-        self.failures = 0
+        self.failures = 0  # failed attempts (each retry counts)
+        self.pending = 0  # events acknowledged and not yet applied
+        self.poisoned = self._poisoned_lines()
+        self.last_error: str | None = None
         self._replay()
         self._worker = threading.Thread(target=self._run, name="kizuna-events", daemon=True)
         self._worker.start()
@@ -86,21 +136,50 @@ class EventInbox:
     def _applied(self) -> int:
         return int(self.marker.read_text() or 0) if self.marker.exists() else 0
 
+    def _poisoned_lines(self) -> dict[int, str]:
+        """Log line -> reason of every batch moved aside."""
+        if not self.poison_path.exists():
+            return {}
+        out = {}
+        for line in self.poison_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # cut by a crash: its batch is replayed, and poisoned again
+            out[int(record["line"])] = record["reason"]
+        return out
+
+    def _drop_cut_tail(self) -> None:
+        """A crash while writing leaves a line without its newline; it was never
+        acknowledged (the answer waits for the sync), and the next append must not glue
+        an acknowledged batch onto it."""
+        with self.path.open("rb+") as log_file:
+            data = log_file.read()
+            if data and not data.endswith(b"\n"):
+                log_file.truncate(data.rfind(b"\n") + 1)
+                log_file.flush()
+                os.fsync(log_file.fileno())
+
     def _replay(self) -> None:
         """Remember every logged id; queue the batches logged but not yet applied."""
         if not self.path.exists():
             return
+        self._drop_cut_tail()
         applied = self._applied()
         with self.path.open() as lines:
             for number, line in enumerate(lines, start=1):
+                self._lines = number
+                if number in self.poisoned:
+                    continue  # moved aside: its ids may be sent again
                 try:
                     batch = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash before it was acknowledged
+                except json.JSONDecodeError:  # only an older Kizuna could leave one
+                    log.error("line %d of %s is not JSON; its events are lost", number, self.path)
+                    continue
                 self._seen.update(e["event_id"] for e in batch)
-                self._lines = number
                 if number > applied:
                     self._queue.put((number, batch))
+                    self.pending += len(batch)
 
     def accept(self, events: list[dict[str, Any]]) -> tuple[int, int]:
         """Log the new events durably and queue them; returns (accepted, duplicates)."""
@@ -118,6 +197,7 @@ class EventInbox:
                     os.fsync(out.fileno())
                 self._seen.update(ids)
                 self._lines += 1
+                self.pending += len(fresh)
                 self._queue.put((self._lines, fresh))
         return len(fresh), len(events) - len(fresh)
 
@@ -139,35 +219,97 @@ class EventInbox:
                 events += len(item[1])
             batches = [item for item in items if item is not None]
             try:
-                if batches:
-                    self._apply_batches(batches)
+                if batches and not self._halted:
+                    self._apply_in_order(batches)
             finally:
                 for _ in items:
                     self._queue.task_done()
             if len(batches) < len(items):
                 return
 
-    def _apply_batches(self, batches: list[tuple[int, list[dict[str, Any]]]]) -> None:
+    def _apply_in_order(self, batches: list[tuple[int, list[dict[str, Any]]]]) -> None:
+        """Apply the batches together; if that fails, one by one, each retried until it
+        succeeds or is moved aside, so no later batch is applied before an earlier one."""
+        if self._attempt(batches):
+            return
+        for batch in batches:
+            if len(batches) > 1 and self._attempt([batch]):  # a lone one just failed
+                continue
+            for delay in self._delays:
+                if self._stopping.wait(delay):
+                    self._halted = True  # closing: this and every later batch are
+                    return  # replayed at the next start, in order
+                if self._attempt([batch]):
+                    break
+            else:
+                self._move_aside(*batch)
+
+    def _attempt(self, batches: list[tuple[int, list[dict[str, Any]]]]) -> bool:
         numbers = [number for number, _ in batches]
         try:
             self._apply([event for _, batch in batches for event in batch])
-        except Exception:  # kept in the log; replayed at the next start
+        except Exception as exc:
             self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception(
-                "could not apply %d batches of events (log lines %d-%d)",
+                "could not apply %d batch(es) of events (log lines %d-%d); retrying",
                 len(batches),
                 numbers[0],
                 numbers[-1],
             )
-        else:
-            tmp = self.marker.with_suffix(".tmp")
-            tmp.write_text(str(numbers[-1]))
-            os.replace(tmp, self.marker)
+            return False
+        self._mark(numbers[-1])
+        self.pending -= sum(len(batch) for _, batch in batches)
+        return True
+
+    def _mark(self, number: int) -> None:
+        tmp = self.marker.with_suffix(".tmp")
+        tmp.write_text(str(number))
+        os.replace(tmp, self.marker)
+
+    def _move_aside(self, number: int, batch: list[dict[str, Any]]) -> None:
+        reason = self.last_error or "unknown error"
+        record = {
+            "line": number,
+            "reason": reason,
+            "attempts": len(self._delays) + 1,
+            "moved_at": datetime.now(UTC).isoformat(),
+            "events": batch,
+        }
+        with self.poison_path.open("a") as out:
+            out.write(json.dumps(record, default=str) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        log.error(
+            "moved the batch at log line %d (%d events) aside to %s after %d attempts: %s; "
+            "fix the cause and send its events again",
+            number,
+            len(batch),
+            self.poison_path,
+            record["attempts"],
+            reason,
+        )
+        with self._lock:
+            self.poisoned[number] = reason
+            self._seen.difference_update(e["event_id"] for e in batch)
+        self._mark(number)
+        self.pending -= len(batch)
+
+    def status(self) -> dict[str, Any]:
+        """What /readyz shows of the inbox."""
+        return {
+            "pending": self.pending,
+            "failed_attempts": self.failures,
+            "poisoned_batches": len(self.poisoned),
+            "poison_file": str(self.poison_path) if self.poisoned else None,
+            "last_error": self.last_error,
+        }
 
     def wait(self) -> None:
-        """Block until every queued batch has been applied (or has failed)."""
+        """Block until every queued batch has been applied (or moved aside)."""
         self._queue.join()
 
     def close(self) -> None:
+        self._stopping.set()
         self._queue.put(None)
         self._worker.join(timeout=30)

@@ -24,3 +24,25 @@ MODEL_VERSION = Gauge(
 CUSTOMERS_SCORED = Gauge(
     "kizuna_customers_in_book", "Customers with precomputed scores.", registry=REGISTRY
 )
+EVENTS_PENDING = Gauge(
+    "kizuna_events_pending",
+    "Events acknowledged (202) and not yet applied to the lake, features and scores.",
+    registry=REGISTRY,
+)
+EVENTS_POISONED = Gauge(
+    "kizuna_events_poisoned_batches",
+    "Event batches moved aside to events.poison.jsonl after every retry failed.",
+    registry=REGISTRY,
+)
+EVENTS_FAILED_ATTEMPTS = Gauge(
+    "kizuna_events_failed_attempts",
+    "Failed attempts at applying event batches since the server started (retries count).",
+    registry=REGISTRY,
+)
+
+
+def watch_inbox(inbox) -> None:
+    """Read the inbox's counts at each scrape."""
+    EVENTS_PENDING.set_function(lambda: inbox.pending)
+    EVENTS_POISONED.set_function(lambda: len(inbox.poisoned))
+    EVENTS_FAILED_ATTEMPTS.set_function(lambda: inbox.failures)

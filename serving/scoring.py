@@ -349,6 +349,18 @@ class _BookRows:
             {c: b for c, b in dict(self.json).items() if c not in new.index},
         )
 
+    def without(self, customer_ids: set[str]) -> _BookRows:
+        """These rows less ``customer_ids`` (an erasure)."""
+        kept = ~self.table["customer_id"].isin(list(customer_ids)).to_numpy()
+        positions = np.flatnonzero(kept)
+        return self._derived(
+            self.table.iloc[positions].reset_index(drop=True),
+            self.features.iloc[positions].reset_index(drop=True),
+            self.churn_matrix[positions],
+            [self.reasons[i] for i in positions],
+            {c: b for c, b in dict(self.json).items() if c not in customer_ids},
+        )
+
     def explain(self, rows: list[int], churn: Any) -> None:
         """Fill in the reasons of ``rows`` (one SHAP pass of the churn model over them;
         none without a churn model)."""
@@ -514,6 +526,21 @@ class ScoreBook:
             count += sum(c not in base.index for c in recent.index)
         self.built_at = max(self.built_at, now)
         self._state = (base, recent, count)
+
+    def forget(self, customer_ids: set[str]) -> int:
+        """Drop erased customers (privacy erasure); returns how many the book held. They
+        are unknown from then on (a 404), not cold-start."""
+        base, recent, _ = self._state
+        held = sum(1 for c in customer_ids if c in base.index or (recent and c in recent.index))
+        held += sum(1 for c in customer_ids if c in self._without_vectors)
+        base = base.without(customer_ids)
+        recent = None if recent is None else recent.without(customer_ids)
+        self._without_vectors = self._without_vectors - set(customer_ids)
+        count = len(base.index)
+        if recent is not None:
+            count += sum(c not in base.index for c in recent.index)
+        self._state = (base, recent, count)
+        return held
 
     def fill_reasons(self, chunk: int = 2_000, pause: float = 0.0) -> int:
         """Compute the reasons of every customer still without them, ``chunk`` at a time

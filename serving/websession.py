@@ -108,11 +108,11 @@ class Sessions:
 
     def login_key(self, presented: str) -> tuple[ApiKey | None, str | None]:
         """The key a sign-in form presents, or None with what was wrong."""
-        key = self._keys.find(presented.strip())
+        key, refusal = self._keys.check(presented.strip())
         if key is None:
             return (
                 None,
-                "unknown API key: create one with `kizuna keys create --name NAME --scopes lists`",
+                f"{refusal}: ask for a new one (`kizuna keys create --name NAME --scopes lists`)",
             )
         if not key.allows(SCOPE):
             return None, (

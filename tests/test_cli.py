@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +32,9 @@ COMMANDS = [
     "score",
     "keys create",
     "keys list",
+    "keys revoke",
+    "customers delete",
+    "customers export",
     "lists at-risk",
     "lists due-to-repurchase",
 ]
@@ -116,7 +120,27 @@ def test_serving_commands_say_what_to_do(tmp_path: Path) -> None:
     again = kizuna("keys", "create", "--name", "crm", home=home)
     assert again.returncode == 2 and "a key named 'crm' exists" in again.stderr
     listed = kizuna("keys", "list", home=home)
-    assert listed.stdout.split()[:2] == ["crm", "score,lists"]
+    header, row = listed.stdout.splitlines()
+    assert header.split("\t") == ["name", "scopes", "created", "expires", "status", "last_used"]
+    assert row.split("\t")[:2] == ["crm", "score,lists"]
+    assert row.split("\t")[3:] == ["never", "active", "never"]
+    result = kizuna("keys", "create", "--name", "temp", "--expires", "soon", home=home)
+    assert result.returncode == 2 and "cannot read the expiry 'soon'; give a duration" in (
+        result.stderr
+    )
+    result = kizuna("keys", "create", "--name", "temp", "--expires", "2020-01-01", home=home)
+    assert result.returncode == 2 and "is in the past" in result.stderr
+    assert kizuna("keys", "create", "--name", "temp", "--expires", "30d", home=home).returncode == 0
+    assert kizuna("keys", "revoke", "crm", home=home).returncode == 0
+    again = kizuna("keys", "revoke", "crm", home=home)
+    assert again.returncode == 2 and "the key 'crm' was already revoked at" in again.stderr
+    result = kizuna("keys", "revoke", "nobody", home=home)
+    assert result.returncode == 2 and "no key is named 'nobody' (keys: crm, temp)" in result.stderr
+    rows = [
+        json.loads(line) for line in kizuna("keys", "list", "--json", home=home).stdout.splitlines()
+    ]
+    assert [(r["name"], r["status"]) for r in rows] == [("crm", "revoked"), ("temp", "active")]
+    assert rows[1]["expires"] > rows[1]["created"]
     result = kizuna("score", "--out", str(tmp_path / "x.txt"), home=home)
     assert result.returncode == 2 and "must end in .parquet or .csv" in result.stderr
     result = kizuna("lists", "at-risk", home=home)

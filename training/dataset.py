@@ -79,14 +79,33 @@ def exposure_training_frame(
 def allowing_profiling(
     con: duckdb.DuckDBPyConnection, tables: Tables, rows: pd.DataFrame
 ) -> pd.DataFrame:
-    """``rows`` without the customers who opted out of profiling (``consent_profiling``
-    false in the lake's customers; empty means allowed): an opt-out is in no training set."""
-    opted_out = con.execute(
-        f"SELECT customer_id FROM {tables.customers} WHERE consent_profiling = false"
-    ).df()["customer_id"]
-    if opted_out.empty:
+    """``rows`` without those of customers who had opted out of profiling at the row's
+    ``event_timestamp`` (their customer row's ``consent_profiling`` overlaid with its latest
+    change by then; empty means allowed): an opt-out is in no training set from the moment
+    it was given."""
+    keys = rows[KEYS].drop_duplicates()
+    con.register("_profiling_rows", keys)
+    try:
+        refused = con.execute(
+            f"""
+            SELECT r.customer_id, r.event_timestamp FROM _profiling_rows r
+            LEFT JOIN (SELECT DISTINCT ON (customer_id) customer_id, consent_profiling
+                       FROM {tables.customers}) c USING (customer_id)
+            WHERE NOT coalesce(
+                (SELECT arg_max(p.consent_profiling, p.changed_at)
+                 FROM {tables.profile_changes} p
+                 WHERE p.customer_id = r.customer_id AND p.changed_at <= r.event_timestamp
+                   AND p.consent_profiling IS NOT NULL),
+                c.consent_profiling, true)
+            """
+        ).df()
+    finally:
+        con.unregister("_profiling_rows")
+    if refused.empty:
         return rows
-    return rows[~rows["customer_id"].isin(opted_out)].reset_index(drop=True)
+    refused["_refused"] = True
+    marked = rows.merge(refused, on=KEYS, how="left")
+    return rows[marked["_refused"].isna().to_numpy()].reset_index(drop=True)
 
 
 #: The two ways cutoffs are split (TimeSplit.scheme).

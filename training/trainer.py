@@ -132,6 +132,7 @@ def restrict_tables(tables: Tables, until: datetime) -> Tables:
         events=f"(SELECT * FROM {tables.events} WHERE occurred_at <= {at})",
         offers=tables.offers,
         exposures=f"(SELECT * FROM {tables.exposures} WHERE sent_at <= {at})",
+        profile_changes=f"(SELECT * FROM {tables.profile_changes} WHERE changed_at <= {at})",
     )
 
 

@@ -113,7 +113,9 @@ class CampaignRequest(BaseModel):
     holdout_share: float = Field(
         0.1, ge=0, le=0.5, description="Share of assigned customers held out, for measurement."
     )
-    seed: int | None = Field(None, description="The holdout's seed; default a random one.")
+    seed: int | None = Field(
+        None, ge=0, lt=2**63, description="The holdout's seed (0 or more); default a random one."
+    )
     dry_run: bool = Field(False, description="Plan without logging the decisions.")
     format: Literal["json", "csv"] = "json"
 

@@ -4,11 +4,13 @@ definition and its change since the last period (serving/kpis.py)."""
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BeforeValidator
 
 from kizuna.serving.deps import ListsKey
 from kizuna.serving.errors import Problem, documented
@@ -29,8 +31,18 @@ ActiveDays = Annotated[
         "once it passes).",
     ),
 ]
+
+
+def _iso_only(value: object) -> object:
+    """A moment written as ISO 8601 (pydantic alone also takes "0.5" as a Unix time)."""
+    if isinstance(value, str) and not re.match(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError(f"{value!r} is not an ISO 8601 date or time; write e.g. 2025-06-30")
+    return value
+
+
 AsOf = Annotated[
     datetime | None,
+    BeforeValidator(_iso_only),
     Query(
         description="Measure up to this moment (ISO 8601; no offset means UTC); default: "
         "the latest order in the lake."

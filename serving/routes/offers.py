@@ -38,8 +38,54 @@ class NextBestRequest(BaseModel):
     context: Context = Field(default_factory=Context)
 
 
+class CandidateOffer(BaseModel):
+    """One offer of the channel, ranked by expected incremental profit."""
+
+    offer_id: str
+    uplift: float = Field(description="P(buy | offer) - P(buy | no offer).")
+    p_redeem: float = Field(description="P(buy | offer): the chance the offer is redeemed.")
+    expected_incremental_profit: float = Field(
+        description="uplift x margin - P(redeem) x offer cost - contact cost."
+    )
+    allowed: bool = Field(description="Validity, eligibility, cooldown and budget allow it.")
+    reason: str
+
+
+class ChosenOffer(BaseModel):
+    offer_id: str
+    uplift: float
+    p_redeem: float
+    expected_incremental_profit: float
+
+
+class Decision(BaseModel):
+    """A logged decision: the action, the probability it was chosen with, and why."""
+
+    decision_id: str = Field(description="Report outcomes to /v1/decisions/{decision_id}/outcome.")
+    customer_id: str
+    channel: Literal["email", "sms", "push"]
+    decided_at: str = Field(description="ISO 8601, UTC.")
+    cold_start: bool = Field(description="No order yet: the offers of a new customer.")
+    model_versions: dict[str, str]
+    action: str = Field(description="The chosen offer_id, or `no_offer`.")
+    offer: ChosenOffer | None
+    propensity: float = Field(ge=0, le=1, description="P(this action) under the policy.")
+    explored: bool = Field(description="Chosen at random (the exploration share).")
+    reason: str
+    candidates: list[CandidateOffer]
+
+
+class OutcomeAccepted(BaseModel):
+    accepted: bool
+    decision_id: str
+    outcome: Literal["shown", "clicked", "redeemed", "ignored"]
+    revenue: float
+    at: str = Field(description="ISO 8601, UTC.")
+
+
 @router.post(
     "/offers/next-best",
+    response_model=Decision,
     summary="The offer that adds the most expected profit, or none",
     description=(
         "Offers of the channel ranked by expected incremental profit (uplift times margin "
@@ -86,7 +132,9 @@ class Outcome(BaseModel):
 @router.post(
     "/decisions/{decision_id}/outcome",
     status_code=202,
+    response_model=OutcomeAccepted,
     summary="Report what happened to a decision",
+    responses={404: documented("no such decision: use the decision_id of a next-best answer")},
 )
 def outcome(request: Request, decision_id: str, body: Outcome, _=OffersKey) -> dict[str, Any]:
     at = (body.at or datetime.now(UTC)).astimezone(UTC).isoformat()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,6 +28,11 @@ class Server:
     settings: Settings
     keys: dict[str, str]  # scope (or "all") -> key
     process: subprocess.Popen
+
+    @property
+    def log(self) -> str:
+        """What the server has written to its output so far."""
+        return self.process.log_path.read_text()
 
     def client(self, scope: str | None = "all") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.keys[scope]}"} if scope else {}
@@ -53,20 +59,31 @@ def start(settings: Settings, port: int) -> subprocess.Popen:
         KIZUNA_OFFER_EXPLORATION="0",
         KIZUNA_MODEL_POLL_SECONDS="1",
     )
-    return subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # The server's output goes to a file beside its home (a pipe nobody reads could fill
+    # and stall it), where a test can read what the server logged.
+    path = server_log(settings, port)
+    with path.open("a") as log:
+        process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    process.log_path = path  # type: ignore[attr-defined]
+    return process
+
+
+def server_log(settings: Settings, port: int) -> Path:
+    """Where the server started on ``port`` over ``settings`` writes its output."""
+    return settings.home_dir.parent / f"server-{port}.log"
 
 
 def wait_ready(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the server exited:\n{process.stdout.read()}")
+            raise RuntimeError(f"the server exited:\n{process.log_path.read_text()}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
@@ -110,4 +127,18 @@ def server(trained_home) -> Server:
     keys = {scope: store.create(f"test-{scope}", (scope,)) for scope in SCOPES}
     keys["all"] = store.create("test-all", ("score", "lists", "offers", "events"))
     with serving(trained_home, keys) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def scratch_server(trained_home, tmp_path_factory) -> Server:
+    """A server on its own copy of the trained home (home and MLflow store), for the tests
+    that change what the shared one serves: the contract fuzzing and the erasures."""
+    root = tmp_path_factory.mktemp("scratch")
+    home = trained_home.model_copy(update={"home": root / "home", "mlruns": root / "mlruns"})
+    shutil.copytree(trained_home.home_dir, home.home_dir)
+    shutil.copytree(trained_home.mlruns_dir, home.mlruns_dir)
+    store = KeyStore(home)
+    keys = {scope: store.create(f"scratch-{scope}", (scope,)) for scope in SCOPES}
+    with serving(home, keys) as running:
         yield running

@@ -14,6 +14,7 @@ from kizuna.training.backtest import backtest
 from kizuna.training.dataset import (
     LeakageError,
     TimeSplit,
+    allowing_profiling,
     check_no_leakage,
     send_split,
     time_split,
@@ -97,7 +98,10 @@ def test_backtest_trains_on_the_past_and_scores_every_customer(backtested, sim_w
     files = {p.name for p in report.folder.iterdir()}
     assert {"scores.parquet", "metrics.csv", "metrics.txt", "backtest.json"} <= files
     scores = pd.read_parquet(report.folder / "scores.parquet")
-    population = outcome_frame(sim_world.con, sim_world.tables, [cutoff], 30)
+    everyone = outcome_frame(sim_world.con, sim_world.tables, [cutoff], 30)
+    # Every customer who allows profiling is scored; those who opted out are in no frame.
+    population = allowing_profiling(sim_world.con, sim_world.tables, everyone)
+    assert 0 < len(population) < len(everyone)
     assert set(scores["customer_id"]) == set(population["customer_id"])
     for column in ["churn_probability", "p_buy_30d", "predicted_value", "churned"]:
         assert column in scores.columns and scores[column].notna().any(), column

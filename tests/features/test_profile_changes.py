@@ -1,0 +1,102 @@
+"""Consent, tier and country changes: a re-ingested customer row is a change kept as
+history (not a conflict), and the profile at each cutoff is the one that held then."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from kizuna.features.compute import Tables, compute_snapshots
+from kizuna.features.ingest import connect, ingest
+from kizuna.features.lake import Lake
+from kizuna.settings import Settings
+from kizuna.training.dataset import allowing_profiling
+
+JOINED = "2025-01-01"
+FIRST = """customer_id,signup_at,country,loyalty_tier,consent_email,consent_profiling
+A,2025-01-01,DE,bronze,true,true
+B,2025-01-01,FR,silver,true,true
+"""
+CHANGED = """customer_id,signup_at,country,loyalty_tier,consent_email,consent_profiling
+A,2025-01-01,DE,gold,false,false
+B,2025-01-01,FR,silver,true,
+"""
+ORDERS = """order_id,customer_id,ordered_at,amount
+a1,A,2025-02-01T10:00:00Z,40
+b1,B,2025-02-03T10:00:00Z,20
+"""
+
+
+def _write(folder, **files: str):
+    folder.mkdir(parents=True)
+    for kind, text in files.items():
+        (folder / f"{kind}.csv").write_text(text)
+    return folder
+
+
+def _profile(settings: Settings, at: datetime) -> pd.DataFrame:
+    tables = Tables.from_lake(Lake(settings))
+    frame = compute_snapshots(connect(settings), tables, [at])["customer_profile"]
+    return frame.set_index("customer_id")
+
+
+def test_a_changed_customer_row_is_history_and_each_cutoff_sees_its_own_profile(
+    tmp_path,
+) -> None:
+    settings = Settings(home=tmp_path / "home", mlruns=tmp_path / "mlruns")
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    ingest([_write(tmp_path / "first", customers=FIRST, orders=ORDERS)], settings, now=t0)
+    t1 = datetime(2025, 4, 1, tzinfo=UTC)
+    report = ingest([_write(tmp_path / "changed", customers=CHANGED)], settings, now=t1)
+    customers = report.kinds["customers"]
+    # A changed tier and two consents; B's empty consent_profiling changes nothing.
+    assert customers.profile_updates == 1 and customers.already_in_lake == 1
+    assert customers.review_total == 0 and customers.accepted == 0
+    changes = Lake(settings).read("profile_changes")
+    assert len(changes) == 1
+    row = changes.iloc[0]
+    assert row["customer_id"] == "A" and row["changed_at"] == pd.Timestamp(t1)
+    assert (row["loyalty_tier"], row["consent_email"], row["consent_profiling"]) == (
+        "gold",
+        False,
+        False,
+    )
+    assert pd.isna(row["country"]) and pd.isna(row["consent_sms"])
+    assert row["source"] == "ingest customers.csv"
+
+    # The same file again changes nothing more.
+    again = ingest([tmp_path / "changed"], settings, now=t1 + timedelta(days=1))
+    assert again.kinds["customers"].profile_updates == 0
+    assert len(Lake(settings).read("profile_changes")) == 1
+
+    before, after = _profile(settings, t1 - timedelta(days=1)), _profile(settings, t1)
+    assert before.loc["A", "loyalty_tier"] == "bronze" and bool(before.loc["A", "consent_email"])
+    assert bool(before.loc["A", "consent_profiling"])
+    assert after.loc["A", "loyalty_tier"] == "gold" and not after.loc["A", "consent_email"]
+    assert not after.loc["A", "consent_profiling"]
+    assert after.loc["B", "loyalty_tier"] == "silver" and bool(after.loc["B", "consent_profiling"])
+
+    # Training rows: A's rows before the opt-out stay, from it on they are left out.
+    con = connect(settings)
+    rows = pd.DataFrame(
+        {
+            "customer_id": ["A", "A", "B"],
+            "event_timestamp": pd.to_datetime([t1 - timedelta(days=1), t1, t1], utc=True),
+        }
+    )
+    kept = allowing_profiling(con, Tables.from_lake(Lake(settings)), rows)
+    assert list(zip(kept["customer_id"], kept["event_timestamp"], strict=True)) == [
+        ("A", pd.Timestamp(t1 - timedelta(days=1))),
+        ("B", pd.Timestamp(t1)),
+    ]
+
+
+def test_a_different_signup_is_still_a_conflict_for_review(tmp_path) -> None:
+    settings = Settings(home=tmp_path / "home", mlruns=tmp_path / "mlruns")
+    ingest([_write(tmp_path / "first", customers=FIRST)], settings)
+    other = FIRST.replace("A,2025-01-01,DE", "A,2025-02-02,DE")
+    report = ingest([_write(tmp_path / "other", customers=other)], settings)
+    assert report.kinds["customers"].review["customer_id:conflicts_with_lake"] == 1
+    assert report.kinds["customers"].profile_updates == 0
+    assert Lake(settings).read("profile_changes").empty
