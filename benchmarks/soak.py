@@ -44,12 +44,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import queue
 import random
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,13 +56,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from ui import build_home, free_port, serve, sign_in
 
 from kizuna.serving.keys import KeyStore
 from kizuna.serving.lists import SPECS
 from kizuna.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 LISTS = tuple(SPECS)
 SCOPES = ("score", "offers", "events", "lists")
 CHANNELS = ("email", "sms", "push")
@@ -89,51 +86,6 @@ FLUSH_S = 0.5  # a client reports its finished requests to the main process this
 KEEP_ERRORS = 3  # examples kept per (route, status)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def env_of(home: Path, mlruns: Path) -> dict[str, str]:
-    return {**os.environ, "KIZUNA_HOME": str(home), "KIZUNA_MLRUNS": str(mlruns)}
-
-
-def build_home(home: Path, mlruns: Path, customers: int) -> None:
-    print(f"building a home of {customers:,} customers with `kizuna run` (once)", flush=True)
-    home.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [str(BIN / "kizuna"), "run", "--customers", str(customers), "--no-serve"],
-        env=env_of(home, mlruns),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-def serve(home: Path, mlruns: Path, port: int, log: Path) -> subprocess.Popen:
-    out = log.open("w")
-    process = subprocess.Popen(
-        [str(BIN / "kizuna"), "serve", "--port", str(port)],
-        env=env_of(home, mlruns),
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    process.started = time.monotonic()
-    deadline = process.started + 900
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"kizuna serve exited; its log: {log}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                process.ready = time.monotonic()
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise SystemExit("kizuna serve was not ready in 15 minutes")
-
-
 def rss_mb(pid: int) -> float | None:
     """The process's resident set (VmRSS) in MB, or None once it is gone."""
     try:
@@ -142,16 +94,6 @@ def rss_mb(pid: int) -> float | None:
         return None
     found = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
     return int(found.group(1)) / 1024 if found else None
-
-
-def sign_in(url: str, key: str) -> httpx.Client:
-    client = httpx.Client(base_url=url, timeout=120, follow_redirects=False)
-    form = client.get("/ui/login").text
-    token = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
-    answer = client.post("/ui/login", data={"api_key": key, "csrf": token})
-    if answer.status_code != 303 or "kizuna_session" not in client.cookies:
-        raise SystemExit(f"sign-in failed: {answer.status_code} {answer.text[:200]}")
-    return client
 
 
 # -- what the clients draw from ---------------------------------------------------------

@@ -73,19 +73,23 @@ def build_home(home: Path, mlruns: Path, customers: int) -> None:
     )
 
 
-def serve(home: Path, mlruns: Path, port: int) -> subprocess.Popen:
+def serve(home: Path, mlruns: Path, port: int, log: Path | None = None) -> subprocess.Popen:
+    """`kizuna serve` on ``home``, once /readyz answers 200 (its output to ``log``, or
+    nowhere)."""
+    out = log.open("w") if log else subprocess.DEVNULL
     process = subprocess.Popen(
         [str(BIN / "kizuna"), "serve", "--port", str(port)],
         env=env_of(home, mlruns),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     process.started = time.monotonic()
     deadline = process.started + 900
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit("kizuna serve exited; run it by hand to see why")
+            see = f"its log: {log}" if log else "run it by hand to see why"
+            raise SystemExit(f"kizuna serve exited; {see}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 process.ready = time.monotonic()

@@ -29,6 +29,7 @@ from kizuna.features.catalog import (
     SERVICE_WINDOWS,
     by_view,
 )
+from kizuna.features.contracts import PROFILE_FIELDS
 
 if TYPE_CHECKING:
     from kizuna.features.compute import Tables
@@ -387,21 +388,11 @@ def _segment_case() -> str:
     return f"CASE WHEN rfm.r IS NULL THEN {_quoted(NO_PURCHASES)} {whens} END"
 
 
-#: The profile view's columns from the customer row (and its later changes), in order.
-PROFILE_COLUMNS = (
-    "loyalty_tier",
-    "country",
-    "consent_email",
-    "consent_sms",
-    "consent_push",
-    "consent_profiling",
-)
-
-
-def _latest_changes() -> str:
-    """Each profile field's latest non-empty value (by changed_at) among the changes."""
+def latest_changes_sql() -> str:
+    """Each profile field's latest non-empty value (by ``changed_at``) among a customer's
+    ``profile_changes`` rows: the select list of a ``GROUP BY customer_id``."""
     return ", ".join(
-        f"arg_max({f}, changed_at) FILTER (WHERE {f} IS NOT NULL) AS {f}" for f in PROFILE_COLUMNS
+        f"arg_max({f}, changed_at) FILTER (WHERE {f} IS NOT NULL) AS {f}" for f in PROFILE_FIELDS
     )
 
 
@@ -412,17 +403,17 @@ def profile_sql(tables: Tables, cut: Cut) -> str:
         population_sql(tables, cut),
         # The customer row overlaid with each field's latest change at or before t.
         f"""base_profile AS (
-    SELECT DISTINCT ON (customer_id) customer_id, {", ".join(PROFILE_COLUMNS)}
+    SELECT DISTINCT ON (customer_id) customer_id, {", ".join(PROFILE_FIELDS)}
     FROM {tables.customers} AS src WHERE true{cut.only}
 )""",
         f"""profile_changed AS (
-    SELECT customer_id, {_latest_changes()}
+    SELECT customer_id, {latest_changes_sql()}
     FROM {tables.profile_changes} AS src WHERE changed_at <= {cut.t}{cut.only}
     GROUP BY customer_id
 )""",
         f"""profile AS (
     SELECT coalesce(b.customer_id, c.customer_id) AS customer_id,
-           {", ".join(f"coalesce(c.{f}, b.{f}) AS {f}" for f in PROFILE_COLUMNS)}
+           {", ".join(f"coalesce(c.{f}, b.{f}) AS {f}" for f in PROFILE_FIELDS)}
     FROM base_profile b FULL JOIN profile_changed c USING (customer_id)
 )""",
         f"""unsubscribes AS (

@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kizuna.features.compute_sql import latest_changes_sql
 from kizuna.features.contracts import (
     CONTRACTS,
     KIND_ALIASES,
@@ -320,6 +321,7 @@ class Ingestor:
             source_tz=self.settings.source_timezone,
             now=self.now,
             future_tolerance=pd.Timedelta(self.settings.future_tolerance),
+            value_format=job.options.values,
         )
         for reason_text in result.reasons:
             rep.rejected.update(reason_text.split("; "))
@@ -501,10 +503,6 @@ class Ingestor:
         current profile (their row overlaid with the latest changes) becomes a
         ``profile_changes`` row dated at this ingest; an empty field changes nothing."""
         changes_rel = self.lake.relation_sql("profile_changes")
-        latest = ", ".join(
-            f"arg_max({f}, changed_at) FILTER (WHERE {f} IS NOT NULL) AS {f}"
-            for f in PROFILE_FIELDS
-        )
         changed = ", ".join(
             f"CASE WHEN u.{f} IS NOT NULL AND u.{f} IS DISTINCT FROM coalesce(ch.{f}, l.{f}) "
             f"THEN u.{f} END AS {f}"
@@ -514,7 +512,8 @@ class Ingestor:
             f"CREATE OR REPLACE TEMP TABLE profile_updated AS SELECT u.customer_id, {changed} "
             f"FROM uniq u JOIN (SELECT DISTINCT ON (customer_id) * FROM {lake_rel} "
             "SEMI JOIN existing USING (customer_id)) l USING (customer_id) "
-            f"LEFT JOIN (SELECT customer_id, {latest} FROM {changes_rel} GROUP BY customer_id) "
+            f"LEFT JOIN (SELECT customer_id, {latest_changes_sql()} FROM {changes_rel} "
+            "GROUP BY customer_id) "
             "ch USING (customer_id) "
             "WHERE u._row_hash <> l._row_hash AND u.signup_at IS NOT DISTINCT FROM l.signup_at"
         )

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kizuna.features.validate import DEFAULT_FORMAT, VALUE_FORMAT_ATTR, ValueFormat
+from kizuna.features.validate import DEFAULT_FORMAT, ValueFormat
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class ReadOptions:
     """How to read a CSV: separator (None sniffs), header row, or names for a headerless file.
 
     ``values`` is how numbers and booleans are written (decimal comma, ``ja``/``nein``);
-    it travels with every chunk to validation.
+    ingest passes it to validation with every chunk.
     """
 
     sep: str | None = None
@@ -356,12 +356,6 @@ class _CountingReader(io.RawIOBase):
         return self.raw.tell()
 
 
-def _attach_format(frame: pd.DataFrame, options: ReadOptions) -> None:
-    """Let validation read this chunk's numbers and booleans as the file declares them."""
-    if options.values != DEFAULT_FORMAT:
-        frame.attrs[VALUE_FORMAT_ATTR] = options.values.to_attrs()
-
-
 def _parquet_chunks(path: Path, options: ReadOptions, chunk_rows: int) -> Iterator[Chunk]:
     total = path.stat().st_size
     pf = _parquet(path)
@@ -370,7 +364,6 @@ def _parquet_chunks(path: Path, options: ReadOptions, chunk_rows: int) -> Iterat
         for batch in pf.iter_batches(batch_size=chunk_rows):
             done_rows += batch.num_rows
             frame = batch.to_pandas()
-            _attach_format(frame, options)
             yield Chunk(frame, int(total * done_rows / n_rows), total)
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{path}: a damaged Parquet file ({exc}); export it again") from exc
@@ -432,7 +425,6 @@ def iter_chunks(path: Path, options: ReadOptions, chunk_rows: int) -> Iterator[C
             )
             for frame in _frames(reader, path):
                 frame.columns = [str(c).strip() for c in frame.columns]
-                _attach_format(frame, options)
                 yield Chunk(frame, raw.tell(), total)
         except UnicodeDecodeError as exc:
             where = f"{exc.reason} at byte {exc.start} of a block"

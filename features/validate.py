@@ -5,8 +5,8 @@ listed with its meaning in docs/data.md. A row can have several reasons; they ar
 with ``"; "``.
 
 How a source writes numbers and booleans beyond the defaults (a decimal comma, ``ja`` and
-``nein``) is a :class:`ValueFormat`. The reader attaches a declared format to each chunk
-(``frame.attrs[VALUE_FORMAT_ATTR]``), so every chunk of a file is read as declared.
+``nein``) is a :class:`ValueFormat`; ingest passes a file's declared format with each of
+its chunks, so every chunk is read as declared.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ _OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
 _COMMA_NUMBER = r"[+-]?(?:\d+|\d{1,3}(?:\.\d{3})+),\d+"
 # 1.234 or 1.234,50: dots that group thousands, under a decimal comma.
 _GROUPED = r"[+-]?\d{1,3}(?:\.\d{3})+(?:,\d+)?"
-VALUE_FORMAT_ATTR = "kizuna_value_format"
 
 # Reason codes that are not about one column's value.
 REASON_DOCS: dict[str, str] = {
@@ -101,20 +100,6 @@ class ValueFormat:
                 f"{', '.join(both)} declared both true and false; name each word once, "
                 "with --true or with --false"
             )
-
-    def to_attrs(self) -> dict:
-        """As plain JSON (pandas writes ``attrs`` into Parquet metadata)."""
-        return {
-            "decimal": self.decimal,
-            "true_words": sorted(self.true_words),
-            "false_words": sorted(self.false_words),
-        }
-
-    @classmethod
-    def of(cls, frame: pd.DataFrame) -> ValueFormat:
-        """The format the reader attached to ``frame``, else the default."""
-        attrs = frame.attrs.get(VALUE_FORMAT_ATTR)
-        return cls(**attrs) if attrs else DEFAULT_FORMAT
 
     @property
     def trues(self) -> frozenset[str]:
@@ -333,10 +318,9 @@ def validate(
     Missing optional columns are added empty. Missing required columns are the caller's
     job to refuse before calling this (a file-level error, not a row-level one).
 
-    Numbers and booleans are read in ``value_format``; when None, in the format the reader
-    attached to the frame (``frame.attrs[VALUE_FORMAT_ATTR]``), else the default.
+    Numbers and booleans are read in ``value_format`` (None: the default format).
     """
-    fmt = value_format or ValueFormat.of(frame)
+    fmt = value_format or DEFAULT_FORMAT
     index = frame.index
     typed: dict[str, pd.Series] = {}
     checks: list[Check] = []

@@ -25,17 +25,17 @@ from typing import Any
 
 import pandas as pd
 
+from kizuna.features.contracts import PROFILE_CHANGES, PROFILE_FIELDS
+
 log = logging.getLogger(__name__)
 
 PURCHASE = "purchase"
 PROFILE_CHANGE = "profile_change"
+# The pandas type of each field a profile change can carry (a flag or a text).
 PROFILE_DTYPES = {
-    "country": "string",
-    "loyalty_tier": "string",
-    "consent_email": "boolean",
-    "consent_sms": "boolean",
-    "consent_push": "boolean",
-    "consent_profiling": "boolean",
+    c.name: "boolean" if c.type == "bool" else "string"
+    for c in PROFILE_CHANGES.columns
+    if c.name in PROFILE_FIELDS
 }
 
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from kizuna.cli import app
+from tests.world import kizuna
 
 COMMANDS = [
     "ingest",
@@ -38,16 +36,6 @@ COMMANDS = [
     "lists at-risk",
     "lists due-to-repurchase",
 ]
-
-
-def kizuna(*args: str, home: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from kizuna.cli import app; app()", *args],
-        env={**os.environ, "KIZUNA_HOME": str(home), "KIZUNA_MLRUNS": str(home / "mlruns")},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -103,12 +103,17 @@ def sim_world(tmp_path_factory: pytest.TempPathFactory) -> SimWorld:
     )
 
 
-def ingest_csvs(folder: Path, settings: Settings, **files: str) -> None:
-    """Write ``kind=csv text`` files into ``folder`` and ingest them (a tiny test lake)."""
+def write_csvs(folder: Path, **files: str) -> Path:
+    """Write ``kind=csv text`` files into a new ``folder``; returns it."""
     folder.mkdir(parents=True)
     for kind, text in files.items():
         (folder / f"{kind}.csv").write_text(text)
-    ingest([folder], settings, now=NOW)
+    return folder
+
+
+def ingest_csvs(folder: Path, settings: Settings, **files: str) -> None:
+    """Write ``kind=csv text`` files into ``folder`` and ingest them (a tiny test lake)."""
+    ingest([write_csvs(folder, **files)], settings, now=NOW)
 
 
 CLI = [sys.executable, "-c", "from kizuna.cli import app; app()"]
@@ -122,6 +127,17 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
         "KIZUNA_MLRUNS": str(settings.mlruns_dir),
         **extra,
     }
+
+
+def kizuna(*args: str, home: Path) -> subprocess.CompletedProcess:
+    """`kizuna ARGS` in a fresh process on ``home`` (its MLflow store inside it)."""
+    return subprocess.run(
+        [*CLI, *args],
+        env={**os.environ, "KIZUNA_HOME": str(home), "KIZUNA_MLRUNS": str(home / "mlruns")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ from kizuna.features.ingest import connect, ingest
 from kizuna.features.lake import Lake
 from kizuna.features.privacy import Tombstones, erase
 from kizuna.settings import Settings
+from tests.world import write_csvs
 
 CUSTOMERS = """customer_id,signup_at,loyalty_tier,consent_profiling
 A,2024-12-01,gold,true
@@ -29,16 +30,9 @@ def _ids(settings: Settings, kind: str, column: str) -> list[str]:
     return [r[0] for r in rows.fetchall()]
 
 
-def _write(folder, **files: str):
-    folder.mkdir(parents=True)
-    for kind, text in files.items():
-        (folder / f"{kind}.csv").write_text(text)
-    return folder
-
-
 def test_old_rows_stay_out_and_a_new_customer_record_lifts_the_tombstone(tmp_path) -> None:
     settings = Settings(home=tmp_path / "home", mlruns=tmp_path / "mlruns")
-    old = _write(tmp_path / "old", customers=CUSTOMERS, orders=ORDERS)
+    old = write_csvs(tmp_path / "old", customers=CUSTOMERS, orders=ORDERS)
     ingest([old], settings)
     report = erase(settings, ["A"])
     assert report.erased == 1
@@ -53,13 +47,13 @@ def test_old_rows_stay_out_and_a_new_customer_record_lifts_the_tombstone(tmp_pat
         assert not {"A", "a1", "a2"} & set(cells), path
 
     # Signed up before the erasure: still the old record, still dropped.
-    stale = _write(tmp_path / "stale", customers="customer_id,signup_at\nA,2025-06-01\n")
+    stale = write_csvs(tmp_path / "stale", customers="customer_id,signup_at\nA,2025-06-01\n")
     assert ingest([stale], settings).kinds["customers"].erased == 1
     assert Tombstones(settings).erased_at("A") is not None
 
     later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     # Seconds after the erasure would be in the future for the clock rule: pin "now".
-    back = _write(
+    back = write_csvs(
         tmp_path / "back",
         customers=f"customer_id,signup_at,loyalty_tier\nA,{later},bronze\n",
         orders=f"order_id,customer_id,ordered_at,amount\nn1,A,{later},30\n",

@@ -7,9 +7,7 @@ the tests read back what landed in the lake.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,18 +18,9 @@ from kizuna.features.lake import Lake
 from kizuna.features.validate import REASON_DOCS
 from kizuna.settings import Settings
 from tests.conftest import NOW
+from tests.world import kizuna
 
 HEADER = "order_id,customer_id,ordered_at,amount,is_return"
-
-
-def kizuna(*args: str, home: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from kizuna.cli import app; app()", *args],
-        env={**os.environ, "KIZUNA_HOME": str(home), "KIZUNA_MLRUNS": str(home / "mlruns")},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def run(paths, settings: Settings, **kw):

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from kizuna.features.sources import SourceError
 from kizuna.features.validate import REASON_DOCS
 from kizuna.settings import Settings
 from tests.conftest import NOW
+from tests.world import kizuna
 
 COLUMNS = ["order_id", "customer_id", "ordered_at", "amount", "is_return"]
 GOOD = {
@@ -173,16 +171,6 @@ def test_a_malformed_file_is_refused_clearly_or_its_rows_quarantined(
             return
         event("landed")
         _check_landed(settings, report, version)
-
-
-def kizuna(*args: str, home: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from kizuna.cli import app; app()", *args],
-        env={**os.environ, "KIZUNA_HOME": str(home), "KIZUNA_MLRUNS": str(home / "mlruns")},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def _cut_gzip(at: int | None) -> bytes:

@@ -12,8 +12,8 @@ from kizuna.features.ingest import connect, ingest
 from kizuna.features.lake import Lake
 from kizuna.settings import Settings
 from kizuna.training.dataset import allowing_profiling
+from tests.world import write_csvs
 
-JOINED = "2025-01-01"
 FIRST = """customer_id,signup_at,country,loyalty_tier,consent_email,consent_profiling
 A,2025-01-01,DE,bronze,true,true
 B,2025-01-01,FR,silver,true,true
@@ -28,13 +28,6 @@ b1,B,2025-02-03T10:00:00Z,20
 """
 
 
-def _write(folder, **files: str):
-    folder.mkdir(parents=True)
-    for kind, text in files.items():
-        (folder / f"{kind}.csv").write_text(text)
-    return folder
-
-
 def _profile(settings: Settings, at: datetime) -> pd.DataFrame:
     tables = Tables.from_lake(Lake(settings))
     frame = compute_snapshots(connect(settings), tables, [at])["customer_profile"]
@@ -46,9 +39,9 @@ def test_a_changed_customer_row_is_history_and_each_cutoff_sees_its_own_profile(
 ) -> None:
     settings = Settings(home=tmp_path / "home", mlruns=tmp_path / "mlruns")
     t0 = datetime(2025, 3, 1, tzinfo=UTC)
-    ingest([_write(tmp_path / "first", customers=FIRST, orders=ORDERS)], settings, now=t0)
+    ingest([write_csvs(tmp_path / "first", customers=FIRST, orders=ORDERS)], settings, now=t0)
     t1 = datetime(2025, 4, 1, tzinfo=UTC)
-    report = ingest([_write(tmp_path / "changed", customers=CHANGED)], settings, now=t1)
+    report = ingest([write_csvs(tmp_path / "changed", customers=CHANGED)], settings, now=t1)
     customers = report.kinds["customers"]
     # A changed tier and two consents; B's empty consent_profiling changes nothing.
     assert customers.profile_updates == 1 and customers.already_in_lake == 1
@@ -94,9 +87,9 @@ def test_a_changed_customer_row_is_history_and_each_cutoff_sees_its_own_profile(
 
 def test_a_different_signup_is_still_a_conflict_for_review(tmp_path) -> None:
     settings = Settings(home=tmp_path / "home", mlruns=tmp_path / "mlruns")
-    ingest([_write(tmp_path / "first", customers=FIRST)], settings)
+    ingest([write_csvs(tmp_path / "first", customers=FIRST)], settings)
     other = FIRST.replace("A,2025-01-01,DE", "A,2025-02-02,DE")
-    report = ingest([_write(tmp_path / "other", customers=other)], settings)
+    report = ingest([write_csvs(tmp_path / "other", customers=other)], settings)
     assert report.kinds["customers"].review["customer_id:conflicts_with_lake"] == 1
     assert report.kinds["customers"].profile_updates == 0
     assert Lake(settings).read("profile_changes").empty

@@ -130,14 +130,20 @@ def server(trained_home) -> Server:
         yield running
 
 
+def own_copy(trained: Settings, root: Path) -> Settings:
+    """A copy of ``trained``'s home and MLflow store under ``root``, for a test that
+    changes what it serves."""
+    home = trained.model_copy(update={"home": root / "home", "mlruns": root / "mlruns"})
+    shutil.copytree(trained.home_dir, home.home_dir)
+    shutil.copytree(trained.mlruns_dir, home.mlruns_dir)
+    return home
+
+
 @pytest.fixture(scope="session")
 def scratch_server(trained_home, tmp_path_factory) -> Server:
     """A server on its own copy of the trained home (home and MLflow store), for the tests
     that change what the shared one serves: the contract fuzzing and the erasures."""
-    root = tmp_path_factory.mktemp("scratch")
-    home = trained_home.model_copy(update={"home": root / "home", "mlruns": root / "mlruns"})
-    shutil.copytree(trained_home.home_dir, home.home_dir)
-    shutil.copytree(trained_home.mlruns_dir, home.mlruns_dir)
+    home = own_copy(trained_home, tmp_path_factory.mktemp("scratch"))
     store = KeyStore(home)
     keys = {scope: store.create(f"scratch-{scope}", (scope,)) for scope in SCOPES}
     with serving(home, keys) as running:

@@ -9,7 +9,6 @@ has applied its inbox, every acknowledged event id is in the lake exactly once.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from kizuna.features.ingest import connect
 from kizuna.features.lake import Lake
 from kizuna.serving.keys import KeyStore
-from tests.serving.conftest import free_port, start, wait_ready
+from tests.serving.conftest import free_port, own_copy, start, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -82,11 +81,7 @@ def _lake_ids(home) -> dict[str, int]:
 def test_kill_9_mid_stream_five_times_loses_and_doubles_no_acknowledged_event(
     trained_home, tmp_path
 ) -> None:
-    home = trained_home.model_copy(
-        update={"home": tmp_path / "home", "mlruns": tmp_path / "mlruns"}
-    )
-    shutil.copytree(trained_home.home_dir, home.home_dir)
-    shutil.copytree(trained_home.mlruns_dir, home.mlruns_dir)
+    home = own_copy(trained_home, tmp_path)
     key = KeyStore(home).create("crash-crm", ("events",))
     customers = (
         connect(home)
