@@ -443,10 +443,11 @@ def _profile() -> list[FeatureSpec]:
             f"consent_{ch}",
             _C,
             "bool",
-            f"Effective {ch} consent: the customer's consent_{ch} is true and no unsubscribe "
-            f"on {ch} (or without a channel) happened at or before t.",
+            f"Effective {ch} consent at t: the latest word wins. The customer's consent_{ch} "
+            f"(with its latest profile change at or before t) is true and no unsubscribe on "
+            f"{ch} (or without a channel) happened after that consent was given.",
             "as of t",
-            "customers, events",
+            "customers, profile_changes, events",
         )
         for ch in CONSENT_CHANNELS
     ]

@@ -15,6 +15,7 @@ store); serving computes the latest one. Both run the same queries.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -132,6 +133,10 @@ def compute_snapshots(
     return {view: _typed(view, pd.concat(p, ignore_index=True)) for view, p in parts.items()}
 
 
+#: Beside the snapshots: how many of the lake manifest's ingests they were built from.
+SNAPSHOT_LAKE = "_lake.json"
+
+
 def snapshots_dir(settings: Settings) -> Path:
     """Where the snapshot files live: ``$KIZUNA_HOME/features/snapshots``."""
     return settings.home_dir / "features" / "snapshots"
@@ -169,6 +174,9 @@ def build_feature_files(
     moments = sorted({as_utc(c) for c in cutoffs})
     if not moments:
         raise FeatureBuildError("no cutoffs to build; pass at least one")
+    # The lake's ingests the snapshots hold (at least): consent changes ingested later are
+    # caught up by kizuna.features.realtime.ConsentFollower.
+    ingests = len(Lake(settings).manifest().ingests) if tables is None else None
     if tables is None:
         tables = Tables.from_lake(Lake(settings))
     out_dir = snapshots_dir(settings)
@@ -191,7 +199,10 @@ def build_feature_files(
                 if progress is not None:
                     progress(done, total)
             log.info("built the snapshot at %s", moment.isoformat())
-        return {view: _publish(con, view, work, out_dir, moments) for view in VIEWS}
+        published = {view: _publish(con, view, work, out_dir, moments) for view in VIEWS}
+        if ingests is not None:
+            (out_dir / SNAPSHOT_LAKE).write_text(json.dumps({"ingests": ingests}) + "\n")
+        return published
     finally:
         con.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -396,9 +396,31 @@ def latest_changes_sql() -> str:
     )
 
 
+def _last_unsubscribe(channel: str) -> str:
+    return (
+        f"max(occurred_at) FILTER (WHERE coalesce(channel, '{channel}') = '{channel}') "
+        f"AS unsubscribed_{channel}_at"
+    )
+
+
+def _consent(channel: str) -> str:
+    """Effective consent on a channel: the latest word wins. A consent given (or renewed) by
+    a profile change after the last unsubscribe stands; an unsubscribe at or after the
+    consent withdraws it (the customer row's consent dates from before every event)."""
+    unsub, given = f"u.unsubscribed_{channel}_at", f"c.consent_{channel}_at"
+    return (
+        f"coalesce(c.consent_{channel}, false) AND NOT coalesce({unsub} >= {given}, "
+        f"{unsub} IS NOT NULL)"
+    )
+
+
 def profile_sql(tables: Tables, cut: Cut) -> str:
     """customer_profile: tier, country, effective consent, RFM scores and segment."""
-    flags = ", ".join(f"{_unsubscribed(ch)} AS unsubscribed_{ch}" for ch in CONSENT_CHANNELS)
+    flags = ", ".join(_last_unsubscribe(ch) for ch in CONSENT_CHANNELS)
+    given = ", ".join(
+        f"max(changed_at) FILTER (WHERE consent_{ch} IS NOT NULL) AS consent_{ch}_at"
+        for ch in CONSENT_CHANNELS
+    )
     ctes = [
         population_sql(tables, cut),
         # The customer row overlaid with each field's latest change at or before t.
@@ -407,13 +429,14 @@ def profile_sql(tables: Tables, cut: Cut) -> str:
     FROM {tables.customers} AS src WHERE true{cut.only}
 )""",
         f"""profile_changed AS (
-    SELECT customer_id, {latest_changes_sql()}
+    SELECT customer_id, {latest_changes_sql()}, {given}
     FROM {tables.profile_changes} AS src WHERE changed_at <= {cut.t}{cut.only}
     GROUP BY customer_id
 )""",
         f"""profile AS (
     SELECT coalesce(b.customer_id, c.customer_id) AS customer_id,
-           {", ".join(f"coalesce(c.{f}, b.{f}) AS {f}" for f in PROFILE_FIELDS)}
+           {", ".join(f"coalesce(c.{f}, b.{f}) AS {f}" for f in PROFILE_FIELDS)},
+           {", ".join(f"c.consent_{ch}_at" for ch in CONSENT_CHANNELS)}
     FROM base_profile b FULL JOIN profile_changed c USING (customer_id)
 )""",
         f"""unsubscribes AS (
@@ -439,11 +462,7 @@ def profile_sql(tables: Tables, cut: Cut) -> str:
         "LEFT JOIN rfm USING (customer_id)"
     )
     f = {"loyalty_tier": "c.loyalty_tier", "country": "c.country"}
-    f |= {
-        f"consent_{ch}": f"coalesce(c.consent_{ch}, false) AND NOT coalesce(u.unsubscribed_{ch}, "
-        "false)"
-        for ch in CONSENT_CHANNELS
-    }
+    f |= {f"consent_{ch}": _consent(ch) for ch in CONSENT_CHANNELS}
     f |= {
         "consent_profiling": "coalesce(c.consent_profiling, true)",
         "rfm_recency_score": "coalesce(rfm.r, 0)",

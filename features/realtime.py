@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import uuid
@@ -20,12 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from kizuna.features.catalog import VIEWS
-from kizuna.features.compute import Tables, compute_snapshots
+from kizuna.features.compute import SNAPSHOT_LAKE, Tables, compute_snapshots, snapshots_dir
 from kizuna.features.ingest import IngestReport, connect, ingest
 from kizuna.features.lake import Lake
+from kizuna.features.privacy import Tombstones
 from kizuna.features.store import open_store
 from kizuna.settings import Settings
 
@@ -86,7 +89,6 @@ def push_updates(
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
 
-    lake = Lake(settings)
     con = connect(settings)
     customers = {
         str(c)
@@ -99,16 +101,28 @@ def push_updates(
         customers |= {
             row[0]
             for row in con.execute(
-                f"SELECT DISTINCT customer_id FROM {lake.relation_sql('orders')} "
+                f"SELECT DISTINCT customer_id FROM {Lake(settings).relation_sql('orders')} "
                 "WHERE order_id IN (SELECT unnest($ids))",
                 {"ids": ids},
             ).fetchall()
         }
     if not customers:
         return PushReport(report, [], as_of, [])
-
     touched = sorted(customers)
-    snapshots = compute_snapshots(con, Tables.from_lake(lake), [as_of], touched)
+    return PushReport(report, touched, as_of, refresh_online(settings, touched, as_of, con))
+
+
+def refresh_online(
+    settings: Settings,
+    customers: list[str],
+    as_of: datetime,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> list[Path]:
+    """Recompute ``customers``' features as of ``as_of`` from the lake, push them to the
+    online store and append them to the offline log; returns the log files written."""
+    con = con or connect(settings)
+    touched = sorted(customers)
+    snapshots = compute_snapshots(con, Tables.from_lake(Lake(settings)), [as_of], touched)
     store = open_store(settings)
     written = []
     stamp = as_of.strftime("%Y%m%dT%H%M%S")
@@ -123,7 +137,92 @@ def push_updates(
         frame.to_parquet(path, index=False)
         written.append(path)
     log.info("pushed fresh features of %d customers as of %s", len(touched), as_of)
-    return PushReport(report, touched, as_of, written)
+    return written
+
+
+#: Under features/pushed: how many of the lake's ingests have had their consent and
+#: profile changes pushed online (by the API or by `kizuna score`).
+CONSENT_CURSOR = "_consent.json"
+
+
+@dataclass
+class ConsentFollower:
+    """Catches the online features up with consent and profile changes ingested from
+    *files* after the snapshots were built: every customer of a new ``profile_changes``
+    file (a re-ingested customer row or a file of changes) and of a new unsubscribe event.
+    The API's own pushes (:func:`push_updates`) are skipped: they refreshed their customers.
+
+    ``seen`` is how many of the lake manifest's ingests have been looked at."""
+
+    settings: Settings
+    seen: int = 0
+
+    @property
+    def _cursor(self) -> Path:
+        return self.settings.home_dir / "features" / "pushed" / CONSENT_CURSOR
+
+    @classmethod
+    def load(cls, settings: Settings) -> ConsentFollower:
+        """From the later of what the snapshots hold and what was caught up already."""
+        follower = cls(settings)
+        marks = [snapshots_dir(settings) / SNAPSHOT_LAKE, follower._cursor]
+        follower.seen = max(
+            (json.loads(p.read_text())["ingests"] for p in marks if p.exists()), default=0
+        )
+        return follower
+
+    def catch_up(self, now: datetime | None = None) -> list[str]:
+        """Recompute and push online the customers changed since ``seen`` (erased ones
+        aside), record how far that went, and return them. Nothing before a first
+        features build: the build reads the whole lake."""
+        if not (snapshots_dir(self.settings) / SNAPSHOT_LAKE).exists():
+            return []
+        customers, upto = self.changed()
+        ids = pd.Series(sorted(customers), dtype=str)
+        ids = ids[~Tombstones(self.settings).erased_mask(ids)].tolist()
+        if ids:
+            refresh_online(self.settings, ids, now or datetime.now(UTC))
+            log.info("consent or profile changes of %d customers caught up", len(ids))
+        self.seen = upto
+        if ids or not self._cursor.exists():
+            self._cursor.parent.mkdir(parents=True, exist_ok=True)
+            self._cursor.write_text(json.dumps({"ingests": upto}) + "\n")
+        return ids
+
+    def changed(self) -> tuple[set[str], int]:
+        """The customers changed by the ingests after ``seen``, and the new value of
+        ``seen`` to set once they are refreshed (so a failure looks again)."""
+        manifest = Lake(self.settings).manifest()
+        records, upto = manifest.ingests[self.seen :], len(manifest.ingests)
+        incoming = str(self.settings.home_dir / ".incoming")
+        held = {kind: set(files) for kind, files in manifest.files.items()}
+        paths: dict[str, list[str]] = {"profile_changes": [], "events": []}
+        for record in records:
+            if all(str(s).startswith(incoming) for s in record.get("sources", [])):
+                continue  # the API's own events, or an erasure (no sources)
+            for kind, found in paths.items():
+                # A file erased since has been rewritten under a new name: gone from here.
+                found += [
+                    str(Lake(self.settings).root / rel)
+                    for rel in record.get("files", {}).get(kind, [])
+                    if rel in held.get(kind, ())
+                ]
+        if not any(paths.values()):
+            return set(), upto
+        con = duckdb.connect()
+        customers: set[str] = set()
+        for kind, files in paths.items():
+            if files:
+                where = "type = 'unsubscribe'" if kind == "events" else "true"
+                customers |= {
+                    row[0]
+                    for row in con.execute(
+                        f"SELECT DISTINCT customer_id FROM read_parquet($files, "
+                        f"union_by_name = true) WHERE {where}",
+                        {"files": files},
+                    ).fetchall()
+                }
+        return customers, upto
 
 
 def _online():

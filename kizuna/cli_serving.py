@@ -276,6 +276,7 @@ def score_command(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from kizuna.features.realtime import ConsentFollower
     from kizuna.serving.decisions import Policy, best_offers, load_catalog
     from kizuna.serving.scoring import (
         Champions,
@@ -291,6 +292,10 @@ def score_command(
     started = time.perf_counter()
     try:
         champions = Champions.load(settings)
+        # Consent changes ingested from files since the snapshots, as the API does.
+        changed = ConsentFollower.load(settings).catch_up()
+        if changed:
+            err.print(f"consent or profile changes of {len(changed):,} customers caught up")
         frame = latest_vectors(settings)
     except ServingError as exc:
         fail(str(exc))

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(
         default=30, gt=0, description="How often the API checks the registry for new champions."
     )
+    lake_poll_seconds: float = Field(
+        default=2,
+        gt=0,
+        description="How often the API looks for consent and profile changes ingested from "
+        "files (profile_changes, unsubscribe events) and rescores those customers.",
+    )
     offer_cooldown_days: int = Field(
         default=14, ge=0, description="Days before the same offer goes to a customer again."
     )

@@ -22,6 +22,7 @@ import pandas as pd
 from fastapi import FastAPI
 
 from kizuna.features.privacy import Tombstones
+from kizuna.features.realtime import ConsentFollower
 from kizuna.features.store import open_store
 from kizuna.serving import errors, web
 from kizuna.serving.decisions import DecisionLog, Policy, load_catalog
@@ -89,18 +90,39 @@ def apply_events(settings: Settings, app: FastAPI, batch: list[dict]) -> None:
     if not batch:
         return
     frames = to_contract_frames(batch)
-    now = datetime.now(UTC)
-    report = push_updates(
-        settings,
-        orders=frames.get("orders"),
-        events=frames.get("events"),
-        profile_changes=frames.get("profile_changes"),
-        as_of=now,
-    )
+    with app.state.rescoring:
+        now = datetime.now(UTC)
+        report = push_updates(
+            settings,
+            orders=frames.get("orders"),
+            events=frames.get("events"),
+            profile_changes=frames.get("profile_changes"),
+            as_of=now,
+        )
+        _rescore(settings, app, report.customers, now)
+
+
+def _rescore(settings: Settings, app: FastAPI, customers: list[str], now: datetime) -> None:
+    """Put ``customers``' fresh online vectors into the score book."""
     book = app.state.book
-    if book is not None and report.customers:
-        book.update(online_frame(settings, report.customers, app.state.store), now)
+    if book is not None and customers:
+        book.update(online_frame(settings, customers, app.state.store), now)
         CUSTOMERS_SCORED.set(len(book))
+
+
+def follow_consent(settings: Settings, app: FastAPI, stop: threading.Event) -> None:
+    """Consent and profile changes ingested from files (``kizuna ingest`` of changed
+    customer rows, of profile_changes or of unsubscribe events) while the server runs:
+    every ``lake_poll_seconds``, refresh those customers' online features and scores, as
+    an event's change is. Other file ingests wait for the next features build."""
+    follower = app.state.consent
+    while not stop.wait(settings.lake_poll_seconds):
+        try:
+            with app.state.rescoring:
+                now = datetime.now(UTC)
+                _rescore(settings, app, follower.catch_up(now), now)
+        except Exception:  # the next poll tries the same ingests again
+            log.exception("could not apply the profile changes ingested from files")
 
 
 def warm_page_caches(settings: Settings, app: FastAPI) -> threading.Thread:
@@ -266,10 +288,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.book = None
         app.state.store = None
         app.state.load_error = None
+        app.state.rescoring = threading.Lock()  # the event worker's and the follower's
+        app.state.consent = None
         try:
             # The Feast store the event worker reads rescored customers' vectors from.
             app.state.store = open_store(settings)
             app.state.catalog = load_catalog(settings)
+            # Consent changes ingested from files since the snapshots, before any score.
+            app.state.consent = ConsentFollower.load(settings)
+            app.state.consent.catch_up()
             app.state.book = build_book(settings)
             explain_in_background(app.state.book)
         except Exception as exc:  # readyz reports it; healthz stays up
@@ -285,6 +312,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             target=watch_champions, args=(settings, app, stop), name="kizuna-champions", daemon=True
         )
         watcher.start()
+        if app.state.consent is None:  # the load failed before it
+            app.state.consent = ConsentFollower.load(settings)
+        threading.Thread(
+            target=follow_consent, args=(settings, app, stop), name="kizuna-consent", daemon=True
+        ).start()
         try:
             yield
         finally:

@@ -46,6 +46,7 @@ PROFILE = (
     "consent_sms",
     "consent_push",
 )
+_CONSENTS = ("consent_email", "consent_sms", "consent_push")
 # What the marketer lists filter, sort and explain by, beside the scores.
 LIST_FACTS = ("days_since_last_order", "spend_lifetime", "tenure_days", "top_category")
 
@@ -604,6 +605,19 @@ class ScoreBook:
             elif name.startswith(("uplift_", "p_buy_")):
                 outputs[name] = _clean(values[i])
         return outputs, profile
+
+    def profile_of(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer's profile as the features see it now (tier, country and effective
+        consent: profile changes and unsubscribes applied), or None without a vector."""
+        rows, i = self._find(customer_id)
+        if rows is None:
+            return None
+        scores = rows.scores
+        out = {
+            name: _clean(scores[name][i])
+            for name in ("loyalty_tier", "country", "consent_profiling", *_CONSENTS)
+        }
+        return {k: v for k, v in out.items() if v is not None}
 
     def knows(self, customer_id: str) -> bool:
         """Whether the customer has scores or at least a cold-start record here."""

@@ -368,6 +368,11 @@ def customer_page(request: Request, customer_id: str, session: UiSession) -> Res
         record = book.score(customer_id)
     except UnknownCustomerError:
         record = None
+    # The lake's customer row, with the tier and consent in force now (profile changes
+    # and unsubscribes applied, as the scores and offers see them).
+    effective = book.profile_of(customer_id)
+    if profile is not None and effective:
+        profile = {**profile, **effective}
     if profile is None and record is None:
         return render(
             request,

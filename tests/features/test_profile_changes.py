@@ -93,3 +93,37 @@ def test_a_different_signup_is_still_a_conflict_for_review(tmp_path) -> None:
     assert report.kinds["customers"].review["customer_id:conflicts_with_lake"] == 1
     assert report.kinds["customers"].profile_updates == 0
     assert Lake(settings).read("profile_changes").empty
+
+
+def test_the_latest_word_on_consent_wins_unsubscribe_or_renewal(tmp_path) -> None:
+    """An unsubscribe withdraws a channel's consent; a consent renewed after it (a profile
+    change) gives it back; an unsubscribe without a channel withdraws it again."""
+    settings = Settings(home=tmp_path / "home", mlruns=tmp_path / "mlruns")
+    events = """event_id,customer_id,occurred_at,type,channel
+u1,A,2025-03-01T09:00:00Z,unsubscribe,email
+u2,A,2025-05-01T09:00:00Z,unsubscribe,
+"""
+    changes = """change_id,customer_id,changed_at,consent_email,consent_sms
+c1,A,2025-04-01T09:00:00Z,true,
+c2,B,2025-03-01T09:00:00Z,,true
+"""
+    folder = write_csvs(
+        tmp_path / "in", customers=FIRST, orders=ORDERS, events=events, profile_changes=changes
+    )
+    ingest([folder], settings, now=datetime(2025, 6, 1, tzinfo=UTC))
+    seen = {
+        day: _profile(settings, datetime(2025, *day, 9, tzinfo=UTC)).loc["A", "consent_email"]
+        for day in [(2, 15), (3, 1), (3, 15), (4, 1), (4, 15), (5, 15)]
+    }
+    # The unsubscribe at the very moment of the cutoff counts; the renewal from its own.
+    assert {day: bool(v) for day, v in seen.items()} == {
+        (2, 15): True,
+        (3, 1): False,
+        (3, 15): False,
+        (4, 1): True,
+        (4, 15): True,
+        (5, 15): False,
+    }
+    # A consent given by a change (the customer row had none) holds with no unsubscribe.
+    at = _profile(settings, datetime(2025, 3, 15, tzinfo=UTC))
+    assert bool(at.loc["B", "consent_sms"]) and not bool(at.loc["A", "consent_sms"])
