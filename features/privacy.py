@@ -268,6 +268,8 @@ def _erase_features(settings: Settings, ids: set[str], orders: set[str], report)
     features = settings.home_dir / "features"
     if not features.exists():
         return
+    for path in features.rglob("*.partial"):  # a push cut by a crash: never read, dropped
+        path.unlink()
     for path in sorted(features.rglob("*.parquet")):
         report.add(
             f"features/{path.relative_to(features).parts[0]}", _rewrite_parquet(path, ids, orders)

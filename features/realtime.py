@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import uuid
 import warnings
@@ -134,7 +135,11 @@ def refresh_online(
         target = settings.home_dir / "features" / "pushed" / view
         target.mkdir(parents=True, exist_ok=True)
         path = target / f"{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-        frame.to_parquet(path, index=False)
+        # Written aside and moved in: a kill -9 mid-write must not leave a cut file that
+        # every later read of the log (a server's start) trips over.
+        partial = path.with_name(f".{path.name}.partial")
+        frame.to_parquet(partial, index=False)
+        os.replace(partial, path)
         written.append(path)
     log.info("pushed fresh features of %d customers as of %s", len(touched), as_of)
     return written

@@ -444,6 +444,9 @@ class OfferModel:
             "subsample_freq": 1,
             "random_state": self.seed,
             "n_jobs": self.n_jobs,
+            # LightGBM otherwise picks col- or row-wise histograms by timing both, so a
+            # busy machine can train another model from the same rows; fixed, it cannot.
+            "force_col_wise": True,
             "verbose": -1,
         }
 
