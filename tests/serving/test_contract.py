@@ -44,8 +44,6 @@ def test_every_operation_keeps_its_contract(scratch_server, tmp_path) -> None:
             str(EXAMPLES),
             "--seed",
             "11",
-            "--workers",
-            "2",
             "--header",
             f"Authorization: Bearer {fuzzed.keys['admin']}",
             "--request-timeout",
