@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 # Bounded so the suite stays within its time; each operation still sees valid and invalid
 # bodies, parameters and headers.
-EXAMPLES = 10
+EXAMPLES = 20
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
