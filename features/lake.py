@@ -189,10 +189,7 @@ class LakeWriter:
             manifest.quarantine.append(rel)
         crash_point("before-manifest")
         manifest.version += 1
-        written = {kind: [rel for _, rel in pairs] for kind, pairs in data_files.items() if pairs}
-        manifest.ingests.append(
-            {**record, "files": written, "committed_at": datetime.now(UTC).isoformat()}
-        )
+        manifest.ingests.append({**record, "committed_at": datetime.now(UTC).isoformat()})
         tmp = self.lake.root / f".{MANIFEST}.tmp"
         with open(tmp, "w") as fh:
             fh.write(manifest.to_json())

@@ -200,18 +200,23 @@ class ConsentFollower:
         manifest = Lake(self.settings).manifest()
         records, upto = manifest.ingests[self.seen :], len(manifest.ingests)
         incoming = str(self.settings.home_dir / ".incoming")
-        held = {kind: set(files) for kind, files in manifest.files.items()}
-        paths: dict[str, list[str]] = {"profile_changes": [], "events": []}
-        for record in records:
-            if all(str(s).startswith(incoming) for s in record.get("sources", [])):
-                continue  # the API's own events, or an erasure (no sources)
-            for kind, found in paths.items():
-                # A file erased since has been rewritten under a new name: gone from here.
-                found += [
-                    str(Lake(self.settings).root / rel)
-                    for rel in record.get("files", {}).get(kind, [])
-                    if rel in held.get(kind, ())
-                ]
+        ingests = {
+            r["ingest_id"]
+            for r in records
+            # Not the API's own events, nor an erasure (no sources).
+            if not all(str(s).startswith(incoming) for s in r.get("sources", []))
+        }
+        root = Lake(self.settings).root
+        # A lake file is named after its ingest (part-<ingest_id>-<n>, kept by an erasure's
+        # rewrite), so the manifest's files say which ingest wrote them.
+        paths = {
+            kind: [
+                str(root / rel)
+                for rel in manifest.files.get(kind, [])
+                if _ingest_of(rel) in ingests
+            ]
+            for kind in ("profile_changes", "events")
+        }
         if not any(paths.values()):
             return set(), upto
         con = duckdb.connect()
@@ -228,6 +233,11 @@ class ConsentFollower:
                     ).fetchall()
                 }
         return customers, upto
+
+
+def _ingest_of(rel: str) -> str:
+    """The ingest id in a lake file's name: ``part-<stamp>-<hex>-<n>[-e<version>].parquet``."""
+    return "-".join(Path(rel).name.removeprefix("part-").split("-")[:2])
 
 
 def _online():
