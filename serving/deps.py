@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
+from pydantic import AfterValidator, AwareDatetime
 
 from kizuna.serving.errors import Problem
 from kizuna.serving.keys import ApiKey, KeyStore
 from kizuna.serving.scoring import ScoreBook
+
+FIRST_YEAR, LAST_YEAR = 1900, 2199  # well inside what pandas' timestamps can hold
+
+
+def within_years(value: datetime) -> datetime:
+    """A moment Kizuna can compute with: from 1900 to 2199."""
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(
+            f"{value.isoformat()} is out of range; send a moment from {FIRST_YEAR} to {LAST_YEAR}"
+        )
+    return value
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(within_years)]
+"""A moment with its time zone, within the years Kizuna computes with."""
 
 
 async def book(request: Request) -> ScoreBook:

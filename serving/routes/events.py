@@ -6,10 +6,10 @@ from typing import Literal
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kizuna.features.contracts import EVENT_TYPES, LOYALTY_TIERS
-from kizuna.serving.deps import require
+from kizuna.serving.deps import Moment, require
 from kizuna.serving.errors import Problem, documented
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -36,7 +36,7 @@ class Event(BaseModel):
     event_id: str = Field(min_length=1, description="Unique; a repeated id is a duplicate.")
     customer_id: str = Field(min_length=1)
     type: EventType  # type: ignore[valid-type]
-    occurred_at: AwareDatetime
+    occurred_at: Moment
     amount: float | None = Field(None, ge=0, description="Order value (purchases).")
     value: float | None = Field(None, description="Score of an NPS / CSAT / review answer.")
     channel: Literal["email", "sms", "push", "web", "app"] | None = None

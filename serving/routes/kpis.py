@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
-from kizuna.serving.deps import ListsKey
+from kizuna.serving.deps import ListsKey, within_years
 from kizuna.serving.errors import Problem, documented
 from kizuna.serving.kpis import ACTIVE_DAYS, KpiCache, KpiError, Kpis
 from kizuna.serving.routes.lists import known_parameters
@@ -43,6 +43,7 @@ def _iso_only(value: object) -> object:
 AsOf = Annotated[
     datetime | None,
     BeforeValidator(_iso_only),
+    AfterValidator(lambda value: None if value is None else within_years(value)),
     Query(
         description="Measure up to this moment (ISO 8601; no offset means UTC); default: "
         "the latest order in the lake."

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from kizuna.serving.decisions import decide
-from kizuna.serving.deps import Book, require
+from kizuna.serving.deps import Book, Moment, require
 from kizuna.serving.errors import MODEL_MISSING, Problem, documented
 
 router = APIRouter(prefix="/v1", tags=["offers"])
@@ -22,7 +22,7 @@ class Context(BaseModel):
     budget: float | None = Field(
         None, ge=0, description="Most expected offer cost to spend on this customer."
     )
-    at: AwareDatetime | None = Field(
+    at: Moment | None = Field(
         None, description="Decide as of this moment (default now), with its time zone."
     )
 
@@ -126,7 +126,7 @@ class Outcome(BaseModel):
     )
     outcome: Literal["shown", "clicked", "redeemed", "ignored"]
     revenue: float = Field(0.0, ge=0, description="Revenue attributed to the decision.")
-    at: AwareDatetime | None = None
+    at: Moment | None = None
 
 
 @router.post(

@@ -88,6 +88,15 @@ def test_a_purchase_event_changes_the_next_score(server) -> None:
             },
             "events.0.occurred_at",
         ),
+        (
+            {
+                "event_id": "e",
+                "customer_id": "C1",
+                "type": "session",
+                "occurred_at": "3149-04-04T16:27:23-07:51",
+            },
+            "events.0.occurred_at",
+        ),
     ],
 )
 def test_invalid_events_are_problems_naming_the_field(server, event, field) -> None:

@@ -532,6 +532,10 @@ def test_route_answers_without_a_score_book_and_caches(api) -> None:
     assert typo.status_code == 422 and typo.json()["field"] == "active_day"
     bad = client.get("/v1/kpis", params={"active_days": 0}, headers=lists)
     assert bad.status_code == 422 and bad.json()["field"] == "active_days"
+    # Found by schemathesis: a year beyond pandas' timestamps was a 500.
+    far = client.get("/v1/kpis", params={"as_of": "3149-04-04T16:27:23-07:51"}, headers=lists)
+    assert far.status_code == 422 and far.json()["field"] == "as_of", far.text
+    assert "from 1900 to 2199" in far.json()["detail"]
     score = {"Authorization": f"Bearer {keys['score']}"}
     assert client.get("/v1/kpis", headers=score).status_code == 403
     assert client.get("/v1/kpis").status_code == 401

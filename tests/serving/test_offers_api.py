@@ -125,6 +125,14 @@ def test_an_unknown_channel_is_a_422_naming_it(server) -> None:
     assert response.status_code == 422 and response.json()["field"] == "channel"
 
 
+def test_a_moment_out_of_range_is_a_422_naming_it(server) -> None:
+    body = {"customer_id": "C1", "channel": "email", "context": {"at": "0001-01-01T00:00:00Z"}}
+    with server.client("offers") as c:
+        response = c.post("/v1/offers/next-best", json=body)
+    assert response.status_code == 422 and response.json()["field"] == "context.at"
+    assert "from 1900 to 2199" in response.json()["detail"]
+
+
 OFFER = Offer(
     "pct10",
     "percent_discount",
