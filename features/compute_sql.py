@@ -38,6 +38,17 @@ SQL_TYPES = {"int": "BIGINT", "float": "DOUBLE", "string": "VARCHAR", "bool": "B
 DAY_US = 86_400_000_000
 
 
+def summed(expr: str, where: str | None = None) -> str:
+    """A sum of money that does not depend on the order DuckDB's threads add it up in.
+
+    The amounts are whole cents, so the double sum, rounded to six places, is the same
+    number however the rows were split: a snapshot of the same lake is the same, to the
+    last bit (LightGBM's bins otherwise move with 1e-13 and a retrained model changes).
+    """
+    aggregate = f"sum({expr})" if where is None else f"sum({expr}) FILTER (WHERE {where})"
+    return f"round({aggregate}, 6)"
+
+
 def timestamp_literal(moment: datetime) -> str:
     """A TIMESTAMPTZ literal for an aware datetime."""
     return f"TIMESTAMPTZ '{moment.astimezone(UTC).isoformat()}'"
@@ -137,9 +148,10 @@ def _orders_sql(tables: Tables, cut: Cut) -> str:
 def purchases_sql(tables: Tables, cut: Cut) -> str:
     """customer_purchases: recency, frequency, spend, gaps, trends, returns, categories."""
     sales = "NOT is_return"
+    within = {d: f"{sales} AND {cut.within('ordered_at', d)}" for d in PURCHASE_WINDOWS}
     windowed = [
-        f"count(*) FILTER (WHERE {sales} AND {cut.within('ordered_at', d)}) AS orders_{d}d,\n"
-        f"    sum(amount) FILTER (WHERE {sales} AND {cut.within('ordered_at', d)}) AS spend_{d}d"
+        f"count(*) FILTER (WHERE {within[d]}) AS orders_{d}d,\n"
+        f"    {summed('amount', within[d])} AS spend_{d}d"
         for d in PURCHASE_WINDOWS
     ]
     windowed_sql = ",\n    ".join(windowed)
@@ -153,14 +165,14 @@ def purchases_sql(tables: Tables, cut: Cut) -> str:
     max(ordered_at) FILTER (WHERE {sales}) AS last_order_at,
     min(ordered_at) FILTER (WHERE {sales}) AS first_order_at,
     count(*) FILTER (WHERE {sales}) AS orders_lifetime,
-    sum(amount) FILTER (WHERE {sales}) AS spend_lifetime,
+    {summed("amount", sales)} AS spend_lifetime,
     {windowed_sql},
     count(*) FILTER (WHERE {sales} AND {prior}) AS orders_prior_90d,
-    sum(amount) FILTER (WHERE {sales} AND {prior}) AS spend_prior_90d,
-    sum(discount_amount) FILTER (WHERE {sales}) AS discount_lifetime,
+    {summed("amount", f"{sales} AND {prior}")} AS spend_prior_90d,
+    {summed("discount_amount", sales)} AS discount_lifetime,
     count(*) FILTER (WHERE {sales} AND discount_amount > 0) AS discounted_orders,
     count(*) FILTER (WHERE is_return AND {year}) AS returns_365d,
-    -sum(amount) FILTER (WHERE is_return AND {year}) AS return_amount_365d,
+    -{summed("amount", f"is_return AND {year}")} AS return_amount_365d,
     count(*) FILTER (WHERE is_return) AS returns_lifetime,
     list(CAST(timezone('UTC', ordered_at) AS DATE)) FILTER (WHERE {sales}) AS order_days
     FROM o GROUP BY customer_id
@@ -172,7 +184,7 @@ def purchases_sql(tables: Tables, cut: Cut) -> str:
     FROM (SELECT customer_id, list_sort(order_days) AS d FROM order_totals)
 )""",
         f"""category_spend AS (
-    SELECT o.customer_id, l.category, sum(l.quantity * l.unit_price) AS spend,
+    SELECT o.customer_id, l.category, {summed("l.quantity * l.unit_price")} AS spend,
            max(o.ordered_at) AS last_at, bool_or({cut.within("o.ordered_at", 365)}) AS in_365d
     FROM {tables.order_lines} AS l JOIN o USING (order_id)
     WHERE l.category IS NOT NULL AND NOT o.is_return
@@ -180,7 +192,7 @@ def purchases_sql(tables: Tables, cut: Cut) -> str:
 )""",
         """category_ranks AS (
     SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY spend DESC, category) AS rank,
-           sum(spend) OVER (PARTITION BY customer_id) AS total
+           round(sum(spend) OVER (PARTITION BY customer_id), 6) AS total
     FROM category_spend
 )""",
         """categories AS (
@@ -446,7 +458,7 @@ def profile_sql(tables: Tables, cut: Cut) -> str:
         # Quintiles rank every buyer at t, whoever the snapshot is for: no customer filter.
         f"""buyers AS (
     SELECT customer_id, max(ordered_at) AS last_order_at, count(*) AS orders,
-           sum(amount) AS spend
+           {summed("amount")} AS spend
     FROM {tables.orders} AS src
     WHERE ordered_at <= {cut.t} AND NOT coalesce(is_return, false) GROUP BY customer_id
 )""",

@@ -47,6 +47,7 @@ from scipy.optimize import minimize
 from scipy.special import digamma, gammaln, logsumexp, roots_jacobi
 
 from kizuna.features.compute import Tables, as_utc
+from kizuna.features.compute_sql import summed
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def rfm_summary(
         f"""WITH purchase_days AS (
                 SELECT customer_id,
                        least(CAST(timezone('UTC', ordered_at) AS DATE), {last_day}) AS day,
-                       sum(amount) AS spend
+                       {summed("amount")} AS spend
                 FROM {tables.orders}
                 WHERE NOT coalesce(is_return, false) AND ordered_at <= $cutoff
                 GROUP BY ALL),
