@@ -51,6 +51,7 @@ from pathlib import Path
 
 from load import Result, Target, drive
 
+from kizuna.features.contracts import CONSENT_CHANNELS
 from kizuna.features.store import REPO_DIR
 from kizuna.serving.keys import KeyStore
 from kizuna.settings import Settings
@@ -59,7 +60,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Written into a home this benchmark built, so only that home's decision log is reset.
 BUILT_MARKER = ".built-by-benchmarks-serving"
-CHANNELS = ("email", "sms", "push")
 SERVICE = "churn_v1"
 # Frames every sample passes through on its way in (CLI, uvicorn's loop): not informative.
 LAUNCHER = (
@@ -115,7 +115,7 @@ def scores_body(ids: list[str]) -> bytes:
 
 
 def offers_body(ids: list[str]) -> bytes:
-    channel = CHANNELS[zlib.crc32(ids[0].encode()) % len(CHANNELS)]
+    channel = CONSENT_CHANNELS[zlib.crc32(ids[0].encode()) % len(CONSENT_CHANNELS)]
     return json.dumps({"customer_id": ids[0], "channel": channel}).encode()
 
 
@@ -132,8 +132,8 @@ def feast_body(ids: list[str]) -> bytes:
 
 
 def champions_of(settings: Settings) -> dict[str, str | None]:
+    from kizuna.training.models import MODEL_NAMES
     from kizuna.training.registry import champion_version
-    from kizuna.training.trainer import MODEL_NAMES
 
     return {name: champion_version(settings, name) for name in MODEL_NAMES}
 

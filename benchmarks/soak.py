@@ -58,6 +58,7 @@ import httpx
 import numpy as np
 from ui import build_home, free_port, serve, sign_in
 
+from kizuna.features.contracts import CONSENT_CHANNELS
 from kizuna.serving.keys import KeyStore
 from kizuna.serving.lists import SPECS
 from kizuna.settings import Settings
@@ -65,7 +66,6 @@ from kizuna.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 LISTS = tuple(SPECS)
 SCOPES = ("score", "offers", "events", "lists")
-CHANNELS = ("email", "sms", "push")
 OUTCOMES = ("shown", "clicked", "redeemed", "ignored")
 # What a client does on each turn, and how often (relative weights).
 MIX = {
@@ -138,7 +138,7 @@ def list_query(rng: random.Random, name: str, pop: dict, ui: bool) -> list[tuple
         "segment": lambda: [("segment", rng.choice(pop["segments"]))],
         "tier": lambda: [("tier", rng.choice(pop["tiers"]))],
         "country": lambda: [("country", rng.choice(pop["countries"]))],
-        "channel": lambda: [("channel", rng.choice(CHANNELS))],
+        "channel": lambda: [("channel", rng.choice(CONSENT_CHANNELS))],
         "not_contacted_days": lambda: [("not_contacted_days", str(rng.choice((7, 30))))],
     }
     for what in rng.sample(sorted(draws), rng.choice((0, 0, 1, 1, 2))):
@@ -206,7 +206,7 @@ class Turns:
             body = {"customer_ids": self.customers(50)}
             self.request("POST /v1/scores (50)", self.api, "POST", "/v1/scores", json=body)
         elif kind == "next-best":
-            body = {"customer_id": self.customers(1)[0], "channel": rng.choice(CHANNELS)}
+            body = {"customer_id": self.customers(1)[0], "channel": rng.choice(CONSENT_CHANNELS)}
             if rng.random() < 0.3:
                 body["context"] = {"budget": rng.choice((2, 5, 20))}
             answer = self.request(
@@ -275,7 +275,7 @@ class Turns:
             plan = {
                 "csrf": self.csrf,
                 "list": rng.choice(("at-risk", "win-back", "due-to-repurchase")),
-                "channel": rng.choice(CHANNELS),
+                "channel": rng.choice(CONSENT_CHANNELS),
                 "budget": str(rng.choice((200, 500, 2000))),
                 "holdout_share": "0.1",
                 "seed": str(rng.randint(0, 99)),

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from kizuna.features.contracts import CONSENT_CHANNELS
+
 FeatureType = Literal["int", "float", "string", "bool"]
 
 #: The feature views, one snapshot table each: name -> what the view holds.
@@ -39,8 +41,6 @@ ENGAGEMENT_COUNTS: dict[str, tuple[str, str]] = {
 }
 #: Event types that count as engagement for ``days_since_last_engagement``.
 ENGAGEMENT_TYPES = tuple(event_type for event_type, _ in ENGAGEMENT_COUNTS.values())
-#: Channels with a consent flag on the customer and unsubscribe events.
-CONSENT_CHANNELS = ("email", "sms", "push")
 
 #: RFM segments: name -> (recency scores, FM scores) with FM = floor((F + M) / 2).
 #: Every (R, FM) pair in 1-5 x 1-5 falls in exactly one segment; a test checks it.

@@ -17,6 +17,11 @@ import pyarrow as pa
 ColumnType = Literal["string", "timestamp", "float", "int", "bool"]
 
 CHANNELS = ("email", "sms", "push", "web", "app", "direct_mail")
+#: The channels a customer consents to (a flag each, and unsubscribe events) and offers
+#: and campaigns go out on.
+CONSENT_CHANNELS = ("email", "sms", "push")
+#: The arm of an exposure without an offer (the control) and of a decision to send none.
+NO_OFFER = "no_offer"
 ORDER_CHANNELS = ("web", "app", "store", "phone", "marketplace", "other")
 EVENT_TYPES = (
     "session",

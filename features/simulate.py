@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 
 from kizuna.features.contracts import (
     CHANNELS,
+    CONSENT_CHANNELS,
     CONTRACTS,
     EVENT_TYPES,
     LOYALTY_TIERS,
@@ -69,7 +70,6 @@ OFFER_WINDOW_DAYS = 14
 # Fading never lasts less than an offer window, so a dropout is known at every send.
 FADING_DAYS = (14, 60)
 CAMPAIGN_EVERY_DAYS = 10
-CAMPAIGN_CHANNELS = ("email", "sms", "push")
 CAMPAIGN_SHARE = 0.4
 NEWSLETTER_EVERY_DAYS = 14
 NPS_SURVEY_EVERY_DAYS = 91
@@ -210,7 +210,7 @@ def campaign_schedule(days: int) -> list[Campaign]:
     """
     out: list[Campaign] = []
     for k, day in enumerate(range(5, days - OFFER_WINDOW_DAYS, CAMPAIGN_EVERY_DAYS)):
-        channel = CAMPAIGN_CHANNELS[k % len(CAMPAIGN_CHANNELS)]
+        channel = CONSENT_CHANNELS[k % len(CONSENT_CHANNELS)]
         offers = tuple(i for i, o in enumerate(OFFERS) if o.channel == channel)
         out.append(Campaign(f"K{k + 1:04d}", day, channel, offers))
     return out
@@ -635,7 +635,7 @@ def _run_days(rng: np.random.Generator, cu: _Customers, world: _World) -> _Histo
     dropout = np.full(n, NEVER, dtype=np.int64)
     last_complaint = np.full(n, -NEVER, dtype=np.int64)
     last_ticket = np.full(n, -NEVER, dtype=np.int64)
-    unsubscribed = {ch: np.full(n, NEVER, dtype=np.int64) for ch in CAMPAIGN_CHANNELS}
+    unsubscribed = {ch: np.full(n, NEVER, dtype=np.int64) for ch in CONSENT_CHANNELS}
     contacts = np.full((n, 3), -NEVER, dtype=np.int64)  # the last three offer sends
     window_sent = np.full(n, -NEVER, dtype=np.int64)
     window_p = np.zeros(n)

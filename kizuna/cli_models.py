@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,6 +184,30 @@ def promote_command(
     except RegistryError as exc:
         fail(str(exc))
     console.print(f"kizuna-{model} v{version} is now champion", highlight=False)
+
+
+@models_app.command("card")
+def card_command(
+    model: Annotated[str, typer.Argument(help="churn, repurchase, value or offers.")],
+    version: Annotated[
+        str | None, typer.Argument(help="The version number; default: the champion.")
+    ] = None,
+) -> None:
+    """Print a version's model card (markdown): intended use, data window, features,
+    held-out metrics against the baselines, calibration, performance by segment, tier and
+    country, known limits and consent handling.
+
+    Example:
+
+        kizuna models card churn 3 > churn-v3.md
+    """
+    from kizuna.training.registry import RegistryError, card
+
+    try:
+        text, _ = card(get_settings(), model, version)
+    except RegistryError as exc:
+        fail(str(exc))
+    sys.stdout.write(text)
 
 
 @models_app.command("rollback")

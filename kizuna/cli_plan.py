@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from kizuna.console import console, err, fail
+from kizuna.features.contracts import CONSENT_CHANNELS
 from kizuna.serving.lists import AudienceName
 from kizuna.settings import get_settings
 
@@ -23,7 +24,7 @@ OPTIONS = {
 
 def plan_command(
     channel: Annotated[
-        Literal["email", "sms", "push"], typer.Option(help="The channel the offers go out on.")
+        Literal[CONSENT_CHANNELS], typer.Option(help="The channel the offers go out on.")
     ],
     budget: Annotated[
         float,

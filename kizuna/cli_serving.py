@@ -10,6 +10,7 @@ import pandas as pd
 import typer
 
 from kizuna.console import console, err, fail
+from kizuna.features.contracts import CONSENT_CHANNELS
 from kizuna.settings import get_settings
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -180,7 +181,7 @@ def _list_command(name: str, example: str, due: bool = False):
             list[str] | None, typer.Option("--country", help="Country code (repeatable).")
         ] = None,
         channel: Annotated[
-            Literal["email", "sms", "push"] | None, typer.Option(help="Consent to this channel.")
+            Literal[CONSENT_CHANNELS] | None, typer.Option(help="Consent to this channel.")
         ] = None,
         not_contacted_days: Annotated[
             int | None, typer.Option(min=0, help="Not contacted in this many days.")

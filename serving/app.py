@@ -244,8 +244,8 @@ class TimingMiddleware:
 
 
 def champion_versions(settings: Settings) -> dict[str, str | None]:
+    from kizuna.training.models import MODEL_NAMES
     from kizuna.training.registry import champion_version
-    from kizuna.training.trainer import MODEL_NAMES
 
     return {name: champion_version(settings, name) for name in MODEL_NAMES}
 

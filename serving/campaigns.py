@@ -39,9 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kizuna.features.contracts import CONSENT_CHANNELS, NO_OFFER
 from kizuna.serving.decisions import (
-    CHANNELS,
-    NO_OFFER,
     DecisionLog,
     Offer,
     Policy,
@@ -167,9 +166,9 @@ def campaign_offers(
 ) -> list[Offer]:
     """The campaign's offers: ``offer_ids`` checked (known, of ``channel``, valid at ``at``,
     in ``scored``: offers the offer model scores), or every such offer of the channel."""
-    if channel not in CHANNELS:
+    if channel not in CONSENT_CHANNELS:
         raise CampaignError(
-            f"unknown channel {channel!r}; choose from {', '.join(CHANNELS)}", "channel"
+            f"unknown channel {channel!r}; choose from {', '.join(CONSENT_CHANNELS)}", "channel"
         )
     mine = sorted(o.offer_id for o in catalog.values() if o.channel == channel)
     if not offer_ids:

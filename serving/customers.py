@@ -22,10 +22,9 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from kizuna.features.contracts import CONSENT_CHANNELS, NO_OFFER
 from kizuna.features.lake import Lake
 from kizuna.serving.decisions import (
-    CHANNELS,
-    NO_OFFER,
     Candidate,
     DecisionLog,
     Offer,
@@ -332,7 +331,7 @@ def next_best_offers(
     outputs, profile = book.offer_inputs(customer_id)
     record = book.score(customer_id)
     views = []
-    for channel in CHANNELS:
+    for channel in CONSENT_CHANNELS:
         offers = [o for o in catalog.values() if o.channel == channel]
         if not offers:
             continue

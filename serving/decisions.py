@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kizuna.features.contracts import NO_OFFER
 from kizuna.settings import Settings
 
-NO_OFFER = "no_offer"
-CHANNELS = ("email", "sms", "push")
 POINT_VALUE = 0.01  # money per loyalty point
 
 

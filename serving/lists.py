@@ -76,7 +76,6 @@ REPLENISHMENT_COLUMNS = [
     "days_until_due",
 ]
 RISK_BANDS = ("low", "medium", "high")
-CHANNELS = ("email", "sms", "push")
 # Output column -> the table column it sorts by (a date sorts by its moment).
 _SORT_BY = {
     "expected_next_purchase_date": "expected_next_purchase_at",

@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kizuna.features.contracts import CONSENT_CHANNELS
 from kizuna.serving.reasons import FrameRow, top_reasons
 from kizuna.settings import Settings
 from kizuna.training import registry
+from kizuna.training.models import MODEL_NAMES, SPECS, resolve
 from kizuna.training.repurchase import HORIZON_DAYS, HORIZONS
-from kizuna.training.trainer import MODEL_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +97,6 @@ class UnknownCustomerError(ServingError, KeyError):
         return self.args[0]
 
 
-# What to do when a model has no champion (the offer model needs exposures to learn from).
-TO_TRAIN = {name: f"run `kizuna train {name}`" for name in MODEL_NAMES} | {
-    "offers": "run `kizuna train offers` once offer exposures are ingested"
-}
-
-
 @dataclass(frozen=True)
 class Champions:
     """The champion model of each kind that could be loaded, and why the others are absent.
@@ -125,7 +120,7 @@ class Champions:
         for name in MODEL_NAMES:
             version = seen[name] = registry.champion_version(settings, name)
             if version is None:
-                missing[name] = f"no champion registered for kizuna-{name}: {TO_TRAIN[name]}"
+                missing[name] = f"no champion registered for kizuna-{name}: {SPECS[name].to_train}"
                 continue
             try:
                 models[name] = registry.load(settings, name, version)
@@ -133,7 +128,7 @@ class Champions:
                 log.exception("could not load kizuna-%s version %s", name, version)
                 missing[name] = (
                     f"the champion kizuna-{name} version {version} could not be loaded "
-                    f"({type(exc).__name__}: {exc}): {TO_TRAIN[name]} or roll back with "
+                    f"({type(exc).__name__}: {exc}): {SPECS[name].to_train} or roll back with "
                     f"`kizuna models rollback {name}`"
                 )
                 continue
@@ -220,32 +215,13 @@ def score_frame(models: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
             "consent_profiling": frame["consent_profiling"].to_numpy(),
         }
     )
-    if "churn" in models:
-        churn = models["churn"].predict(frame)
-        out["churn_probability"] = churn["churn_probability"].to_numpy()
-        out["risk_band"] = churn["risk_band"].to_numpy()
-    if "value" in models:
-        value = models["value"].predict(frame)
-        out["value_predicted"] = value["predicted_value"].to_numpy()
-        # The value label's window: 365 days unless the history was too short for it.
-        out["value_window_days"] = int(models["value"].value_days)
-    if "repurchase" in models:
-        timing = models["repurchase"].predict(frame)
-        for column in timing.columns:
-            values = timing[column]
-            # A nullable flag (overdue) as True / False / None: the records are JSON.
-            nullable = isinstance(values.dtype, pd.BooleanDtype)
-            out[column] = values.to_numpy(object, na_value=None) if nullable else values.to_numpy()
-        # The median day and the P25-P75 range as moments; NaT beyond the model's horizon.
-        for at, days in _TIMING_AT.items():
-            out[at] = out["features_at"] + pd.to_timedelta(out[days], unit="D")
-    if "churn" in models and "value" in models:
+    for name, model in sorted(models.items(), key=lambda item: MODEL_NAMES.index(item[0])):
+        resolve(SPECS[name].book_columns)(model, frame, out)
+    if {"churn_probability", "value_predicted"} <= set(out.columns):
         out["value_at_risk"] = out["churn_probability"] * out["value_predicted"]
-    for channel in ("email", "sms", "push"):
+    for channel in CONSENT_CHANNELS:
         out[f"consent_{channel}"] = frame[f"consent_{channel}"].to_numpy()
     out["days_since_last_contact"] = frame["days_since_last_contact"].to_numpy()
-    if "offers" in models:
-        _offer_columns(models["offers"], frame, out)
     for column in PROFILE:
         out[f"profile_{column}"] = frame[column].to_numpy()
     for column in LIST_FACTS:
@@ -284,10 +260,57 @@ def withhold_opted_out(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _offer_columns(offers: Any, frame: pd.DataFrame, out: pd.DataFrame) -> None:
+# -- each model's columns in the score book and its block of a customer's record ----------
+# (named by its spec's ``book_columns`` and ``record_block``)
+def churn_columns(model: Any, frame: pd.DataFrame, out: pd.DataFrame) -> None:
+    churn = model.predict(frame)
+    out["churn_probability"] = churn["churn_probability"].to_numpy()
+    out["risk_band"] = churn["risk_band"].to_numpy()
+
+
+def value_columns(model: Any, frame: pd.DataFrame, out: pd.DataFrame) -> None:
+    out["value_predicted"] = model.predict(frame)["predicted_value"].to_numpy()
+    # The value label's window: 365 days unless the history was too short for it.
+    out["value_window_days"] = int(model.value_days)
+
+
+def repurchase_columns(model: Any, frame: pd.DataFrame, out: pd.DataFrame) -> None:
+    timing = model.predict(frame)
+    for column in timing.columns:
+        values = timing[column]
+        # A nullable flag (overdue) as True / False / None: the records are JSON.
+        nullable = isinstance(values.dtype, pd.BooleanDtype)
+        out[column] = values.to_numpy(object, na_value=None) if nullable else values.to_numpy()
+    # The median day and the P25-P75 range as moments; NaT beyond the model's horizon.
+    for at, days in _TIMING_AT.items():
+        out[at] = out["features_at"] + pd.to_timedelta(out[days], unit="D")
+
+
+def churn_block(score: Mapping[str, Any]) -> dict[str, Any]:
+    return {"probability": score["churn_probability"], "band": score["risk_band"]}
+
+
+def repurchase_block(score: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **{f"p_buy_{h}d": score[f"p_buy_{h}d"] for h in HORIZONS},
+        "median_days": score["median_days_to_next_purchase"],
+        **{
+            key: None if score[at] is None else score[at].date().isoformat()
+            for key, at in _TIMING_DATES.items()
+        },
+        "unlikely_within_days": HORIZON_DAYS if score["buy_unlikely_within_horizon"] else None,
+        "overdue": score["overdue"],
+    }
+
+
+def value_block(score: Mapping[str, Any]) -> dict[str, Any]:
+    return {"predicted": score["value_predicted"], "window_days": score["value_window_days"]}
+
+
+def offer_columns(offers: Any, frame: pd.DataFrame, out: pd.DataFrame) -> None:
     """Add the offer model's columns to ``out``: per channel P(buy | no offer), and per
     offer of the channel its uplift and P(buy | offer)."""
-    for channel in ("email", "sms", "push"):
+    for channel in CONSENT_CHANNELS:
         mine = [o for o in offers.offers_ if offers.offer_channels_.get(o) == channel]
         if not mine:
             continue
@@ -480,32 +503,16 @@ class ScoreBook:
         served = self.champions.models  # an absent model's block is None
         record.update(
             {
-                "churn": {"probability": score["churn_probability"], "band": score["risk_band"]}
-                if "churn" in served
-                else None,
-                "repurchase": None
-                if "repurchase" not in served
-                else {
-                    **{f"p_buy_{h}d": score[f"p_buy_{h}d"] for h in HORIZONS},
-                    "median_days": score["median_days_to_next_purchase"],
-                    **{
-                        key: None if score[at] is None else score[at].date().isoformat()
-                        for key, at in _TIMING_DATES.items()
-                    },
-                    "unlikely_within_days": HORIZON_DAYS
-                    if score["buy_unlikely_within_horizon"]
-                    else None,
-                    "overdue": score["overdue"],
-                },
-                "value": {
-                    "predicted": score["value_predicted"],
-                    "window_days": score["value_window_days"],
-                }
-                if "value" in served
-                else None,
+                name: resolve(spec.record_block)(score) if name in served else None
+                for name, spec in SPECS.items()
+                if spec.record_block
+            }
+        )
+        record.update(
+            {
                 "value_at_risk": score.get("value_at_risk"),
                 "rfm_segment": score["rfm_segment"],
-                "reasons": rows.reasons[i] if "churn" in served else None,
+                "reasons": rows.reasons[i] if self._churn is not None else None,
                 "model_versions": dict(self.champions.versions),
                 "features_as_of": at.isoformat(),
                 "feature_age_hours": round((self.built_at - at) / timedelta(hours=1), 2),

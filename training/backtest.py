@@ -24,8 +24,8 @@ from kizuna.features.lake import Lake
 from kizuna.settings import Settings
 from kizuna.training.dataset import KEYS, exposure_training_frame, outcome_training_frame
 from kizuna.training.labels import LabelError, data_end
+from kizuna.training.models import CUTOFF, MODEL_NAMES, SEND, SPECS, spec
 from kizuna.training.trainer import (
-    MODEL_NAMES,
     TrainConfig,
     TrainingData,
     TrainingError,
@@ -119,7 +119,7 @@ def backtest(
     horizon = past.horizon.days
     config = replace(config, churn_horizon_days=horizon)
     say(f"training on data up to {cutoff:%Y-%m-%d} (churn horizon {horizon} days)")
-    fitted, notes = {}, list(past.notes)
+    fitted, notes = {}, list(past.window_notes.values())
     for name in models:
         try:
             churn = fitted.get("churn")
@@ -130,7 +130,8 @@ def backtest(
             notes.append(f"{name}: not trained: {exc}")
             say(notes[-1])
     left = (end - cutoff).total_seconds() / 86_400
-    for what, days in (("churn", horizon), ("value", past.value_days)):
+    windows = {n: spec(n).label_days(past) for n in fitted if spec(n).unit == CUTOFF}
+    for what, days in windows.items():
         if days > left:
             notes.append(
                 f"{what}: the outcome window is cut to {left:.1f} of {days} days: the data "
@@ -141,8 +142,9 @@ def backtest(
     frames: dict[str, pd.DataFrame] = {}
     tables, scores = [], None
     for name, result in fitted.items():
-        service = type(result.model).service
-        if name == "offers":
+        model_spec = spec(name)
+        service = model_spec.service
+        if model_spec.unit == SEND:
             rows = exposure_training_frame(settings, con, full, service, config.offer_window_days)
             sent = pd.to_datetime(rows["event_timestamp"], utc=True)
             rows = rows[(sent > cutoff) & (sent <= cutoff + timedelta(days=horizon))]
@@ -158,7 +160,7 @@ def backtest(
             block = pd.concat([rows[KEYS], predicted], axis=1)
             scores = block if scores is None else scores.merge(block, on=KEYS, how="outer")
         extra = {}
-        if name == "offers":
+        if model_spec.needs_churn_risk:
             churn = fitted.get("churn")
             extra["churn_risk"] = churn.model.predict_proba(rows) if churn else None
         try:
@@ -176,14 +178,9 @@ def backtest(
     # Every outcome frame holds the same labels; whichever models ran, one of them.
     labels = next(iter(frames.values()), None)
     if scores is not None and labels is not None:
-        outcome_columns = [
-            "churned",
-            "repurchased",
-            "days_to_next_purchase",
-            "future_value",
-            "future_purchase_days",
-        ]
-        scores = scores.merge(labels[[*KEYS, *outcome_columns]], on=KEYS, how="left")
+        outcome_columns = [c for s in SPECS.values() if s.unit == CUTOFF for c in s.label_columns]
+        present = [c for c in outcome_columns if c in labels.columns]
+        scores = scores.merge(labels[[*KEYS, *present]], on=KEYS, how="left")
     metrics = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     out.mkdir(parents=True, exist_ok=True)
     (scores if scores is not None else pd.DataFrame()).to_parquet(out / "scores.parquet")

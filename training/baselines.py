@@ -24,6 +24,8 @@ the table holds numbers only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import duckdb
 import numpy as np
@@ -32,6 +34,7 @@ import pandas as pd
 from kizuna.features.compute import Tables
 from kizuna.training.btyd import COUNT_MODELS, BtydBaseline, BtydError, rfm_summary
 from kizuna.training.evaluate import classification_report, count_report, value_report
+from kizuna.training.models import resolve, spec
 from kizuna.training.repurchase import (
     HORIZON_DAYS,
     HORIZONS,
@@ -46,14 +49,6 @@ log = logging.getLogger(__name__)
 # Days at which the BG/NBD purchase curve is read for the days survival crosses a level:
 # every day to the timing model's last horizon.
 _CURVE_DAYS = np.arange(1, HORIZON_DAYS + 1, dtype=float)
-
-
-# The metric names of a row that could not be scored, per kind of row.
-_NAN_ROWS = {
-    "churn": dict.fromkeys(classification_report([0, 1], [0.0, 1.0]), np.nan),
-    "value": dict.fromkeys(value_report([0.0, 1.0], [0.0, 1.0]), np.nan),
-    "repurchase": {"concordance": np.nan},
-}
 
 
 def _fitted(
@@ -72,6 +67,86 @@ def _timing_days(baseline: BtydBaseline, summary: pd.DataFrame) -> dict[str, np.
     return out
 
 
+Rows = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class BtydBaselines:
+    """How one model is compared with the BTYD count models (its spec's ``baselines``).
+
+    Attributes:
+        count_models: the count models fitted (``bgnbd``, ``pareto_nbd``).
+        fit_spend: also fit Gamma-Gamma's spend model.
+        score: (count model name, fitted baseline, summary aligned with the test rows, test
+            rows, label days) -> the rows it adds, name -> metrics.
+        row_names: count model name -> the rows it adds (kept with NaN when unfitted).
+        empty_row: the metrics of a row that could not be scored (all NaN).
+    """
+
+    count_models: tuple[str, ...]
+    score: Callable[[str, BtydBaseline, pd.DataFrame, pd.DataFrame, int], Rows]
+    row_names: Callable[[str], list[str]]
+    empty_row: dict[str, float]
+    fit_spend: bool = False
+
+
+def _churn_rows(
+    model: str, baseline: BtydBaseline, summary: pd.DataFrame, test: pd.DataFrame, days: int
+) -> Rows:
+    known = test["churned"].notna().to_numpy()
+    y = test["churned"].to_numpy()[known].astype(int)
+    churn = 1 - baseline.p_buy_within(summary, days)
+    rows = {model: classification_report(y, churn[known])}
+    if model == "bgnbd":
+        alive = baseline.p_alive(summary)[known]
+        rows["bgnbd_p_alive"] = classification_report(y, 1 - alive)
+    return rows
+
+
+def _repurchase_rows(
+    model: str, baseline: BtydBaseline, summary: pd.DataFrame, test: pd.DataFrame, _days: int
+) -> Rows:
+    outputs = {f"p_buy_{h}d": baseline.p_buy_within(summary, h) for h in HORIZONS}
+    outputs |= _timing_days(baseline, summary)
+    return {model: score_outputs(test, pd.DataFrame(outputs, index=test.index))}
+
+
+def _value_rows(
+    model: str, baseline: BtydBaseline, summary: pd.DataFrame, test: pd.DataFrame, days: int
+) -> Rows:
+    known = test["future_value"].notna().to_numpy()
+    actual = test["future_value"].to_numpy(dtype=float)[known]
+    expected = baseline.expected_purchases(summary, days)
+    predicted = baseline.expected_spend(summary) * expected
+    row = value_report(actual, np.nan_to_num(predicted[known]))
+    if "future_purchase_days" in test.columns:
+        counted = test["future_purchase_days"].notna().to_numpy()
+        counts = test["future_purchase_days"].to_numpy(dtype=float)[counted]
+        row |= count_report(counts, np.nan_to_num(expected[counted]))
+    return {f"{model}_gamma_gamma": row}
+
+
+CHURN = BtydBaselines(
+    count_models=COUNT_MODELS,
+    score=_churn_rows,
+    row_names=lambda model: [model, "bgnbd_p_alive"] if model == "bgnbd" else [model],
+    empty_row=dict.fromkeys(classification_report([0, 1], [0.0, 1.0]), np.nan),
+)
+REPURCHASE = BtydBaselines(
+    count_models=("bgnbd",),
+    score=_repurchase_rows,
+    row_names=lambda model: [model],
+    empty_row={"concordance": np.nan},
+)
+VALUE = BtydBaselines(
+    count_models=COUNT_MODELS,
+    score=_value_rows,
+    row_names=lambda model: [f"{model}_gamma_gamma"],
+    empty_row=dict.fromkeys(value_report([0.0, 1.0], [0.0, 1.0]), np.nan),
+    fit_spend=True,
+)
+
+
 def btyd_rows(
     con: duckdb.DuckDBPyConnection,
     tables: Tables,
@@ -80,76 +155,36 @@ def btyd_rows(
     label_days: int,
     penalizer: float = 0.0,
 ) -> pd.DataFrame:
-    """Evaluation rows of the BTYD baselines for model ``name`` on ``test``.
+    """Evaluation rows of the BTYD baselines of model ``name`` (its spec's ``baselines``)
+    on ``test``.
 
     ``test`` holds one cutoff (its ``event_timestamp``); ``tables`` must hold nothing after
-    the end of the training data. Returns an empty table for the offer model. A baseline
-    that cannot be fitted keeps its rows with NaN metrics, and the reason is logged and
-    kept in ``attrs["baseline_notes"]``.
+    the end of the training data. Returns an empty table for a model without BTYD
+    baselines (the offer model). A baseline that cannot be fitted keeps its rows with NaN
+    metrics, and the reason is logged and kept in ``attrs["baseline_notes"]``.
 
     Args:
         penalizer: the count models' L2 penalty (lifetimes' ``penalizer_coef``).
     """
-    if name not in ("churn", "repurchase", "value") or test.empty:
+    reference = spec(name).baselines
+    if reference is None or test.empty:
         return pd.DataFrame()
+    baselines: BtydBaselines = resolve(reference)
     cutoff = pd.Timestamp(test["event_timestamp"].max())
-    models = ("bgnbd",) if name == "repurchase" else COUNT_MODELS
-    rows: dict[str, dict[str, float]] = {}
+    rows: Rows = {}
     notes: dict[str, str] = {}
-    for model in models:
+    for model in baselines.count_models:
         try:
-            baseline, summary = _fitted(con, tables, cutoff, model, name == "value", penalizer)
+            baseline, summary = _fitted(con, tables, cutoff, model, baselines.fit_spend, penalizer)
         except BtydError as exc:
             log.warning("%s baseline unscored at %s: %s", model, cutoff, exc)
-            for row in _row_names(name, model):
-                rows[row] = dict(_NAN_ROWS[name])
+            for row in baselines.row_names(model):
+                rows[row] = dict(baselines.empty_row)
                 notes[row] = str(exc)
             continue
         summary = summary.reindex(test["customer_id"].astype(str))
         summary = summary.fillna({"frequency": 0, "recency": 0, "T": 0, "monetary_value": 0})
-        rows.update(_scored(name, model, baseline, summary, test, label_days))
+        rows.update(baselines.score(model, baseline, summary, test, label_days))
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.attrs["baseline_notes"] = notes
     return table
-
-
-def _row_names(name: str, model: str) -> list[str]:
-    if name == "value":
-        return [f"{model}_gamma_gamma"]
-    return [model, "bgnbd_p_alive"] if name == "churn" and model == "bgnbd" else [model]
-
-
-def _scored(
-    name: str,
-    model: str,
-    baseline: BtydBaseline,
-    summary: pd.DataFrame,
-    test: pd.DataFrame,
-    label_days: int,
-) -> dict[str, dict[str, float]]:
-    """The rows of one fitted count model, on ``summary`` aligned with ``test``."""
-    rows: dict[str, dict[str, float]] = {}
-    if name == "churn":
-        known = test["churned"].notna().to_numpy()
-        y = test["churned"].to_numpy()[known].astype(int)
-        churn = 1 - baseline.p_buy_within(summary, label_days)
-        rows[model] = classification_report(y, churn[known])
-        if model == "bgnbd":
-            alive = baseline.p_alive(summary)[known]
-            rows["bgnbd_p_alive"] = classification_report(y, 1 - alive)
-    elif name == "repurchase":
-        outputs = {f"p_buy_{h}d": baseline.p_buy_within(summary, h) for h in HORIZONS}
-        outputs |= _timing_days(baseline, summary)
-        rows[model] = score_outputs(test, pd.DataFrame(outputs, index=test.index))
-    else:
-        known = test["future_value"].notna().to_numpy()
-        actual = test["future_value"].to_numpy(dtype=float)[known]
-        expected = baseline.expected_purchases(summary, label_days)
-        predicted = baseline.expected_spend(summary) * expected
-        row = value_report(actual, np.nan_to_num(predicted[known]))
-        if "future_purchase_days" in test.columns:
-            counted = test["future_purchase_days"].notna().to_numpy()
-            days = test["future_purchase_days"].to_numpy(dtype=float)[counted]
-            row |= count_report(days, np.nan_to_num(expected[counted]))
-        rows[f"{model}_gamma_gamma"] = row
-    return rows

@@ -44,13 +44,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold
 
+from kizuna.features.contracts import NO_OFFER
 from kizuna.training.base import MODEL_ROW, lgb_matrix, lgb_threads, model_inputs
 from kizuna.training.evaluate import PolicyValue, auuc, ips_policy_value, qini_coefficient
 
 logger = logging.getLogger(__name__)
 
 # The action of a policy that sends nothing; logged control rows carry it too.
-NO_OFFER = "no_offer"
 LEARNERS = ("t", "s", "x", "dr")
 POLICIES = ("argmax", "tree")
 # Below this many evaluation rows a model stops early on the latest training rows instead.

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from kizuna.training.evaluate import qini_curve, reliability_table
+from kizuna.training.models import resolve, spec
 
 
 def reliability(y: np.ndarray, scores: dict[str, np.ndarray], title: str) -> Figure:
@@ -85,41 +86,61 @@ def _shap(result) -> dict[str, Figure]:
 
 
 def figures(result) -> dict[str, Figure]:
-    """The plots of one training result (kizuna.training.trainer.TrainResult)."""
+    """The plots of one training result (kizuna.training.trainer.TrainResult): its spec's
+    own figures and every model's feature contributions."""
+    reference = spec(result.name).figures
+    return {**(resolve(reference)(result) if reference else {}), **_shap(result)}
+
+
+def churn_figures(result) -> dict[str, Figure]:
+    """Churn: reliability and gains against the RFM heuristic."""
+    test, model = result.test, result.model
+    test = test[test["churned"].notna()]
+    y = test["churned"].astype(int).to_numpy()
+    scores = {"kizuna": model.predict_proba(test), "rfm": model.rfm_probability(test)}
+    return {
+        "calibration": reliability(y, scores, "Churn: reliability, held-out cutoff"),
+        "gains": gains(y, scores, "Churn: share of churners captured"),
+    }
+
+
+def repurchase_figures(result) -> dict[str, Figure]:
+    """Repurchase: reliability of P(buy within 30 days) against the baselines."""
+    test, model = result.test, result.model
+    days = test["days_to_next_purchase"].to_numpy(dtype=float)
+    known = test["repurchased"].to_numpy(dtype=bool) | (days >= 30)
+    y = ((days <= 30) & test["repurchased"].to_numpy(dtype=bool))[known].astype(int)
+    scorers = {"kizuna": model.predict(test), **model.baseline_predictions(test)}
+    scores = {k: v["p_buy_30d"].to_numpy()[known] for k, v in scorers.items()}
+    return {"calibration_30d": reliability(y, scores, "Repurchase within 30 days: reliability")}
+
+
+def value_figures(result) -> dict[str, Figure]:
+    """Value: share of revenue captured against the baselines."""
+    test, model = result.test, result.model
+    test = test[test["future_value"].notna()]
+    actual = test["future_value"].clip(lower=0).to_numpy()
+    scorers = {"kizuna": model.predict(test), **model.baseline_predictions(test)}
+    scores = {k: v["predicted_value"].to_numpy() for k, v in scorers.items()}
+    return {"gains": gains(actual, scores, "Value: share of revenue captured")}
+
+
+def offer_figures(result) -> dict[str, Figure]:
+    """Offers: a Qini curve per offer on its channel's exposures."""
     test, model = result.test, result.model
     out: dict[str, Figure] = {}
-    if result.name == "churn":
-        test = test[test["churned"].notna()]
-        y = test["churned"].astype(int).to_numpy()
-        scores = {"kizuna": model.predict_proba(test), "rfm": model.rfm_probability(test)}
-        out["calibration"] = reliability(y, scores, "Churn: reliability, held-out cutoff")
-        out["gains"] = gains(y, scores, "Churn: share of churners captured")
-    elif result.name == "repurchase":
-        days = test["days_to_next_purchase"].to_numpy(dtype=float)
-        known = test["repurchased"].to_numpy(dtype=bool) | (days >= 30)
-        y = ((days <= 30) & test["repurchased"].to_numpy(dtype=bool))[known].astype(int)
-        scorers = {"kizuna": model.predict(test), **model.baseline_predictions(test)}
-        scores = {k: v["p_buy_30d"].to_numpy()[known] for k, v in scorers.items()}
-        out["calibration_30d"] = reliability(y, scores, "Repurchase within 30 days: reliability")
-    elif result.name == "value":
-        test = test[test["future_value"].notna()]
-        actual = test["future_value"].clip(lower=0).to_numpy()
-        scorers = {"kizuna": model.predict(test), **model.baseline_predictions(test)}
-        scores = {k: v["predicted_value"].to_numpy() for k, v in scorers.items()}
-        out["gains"] = gains(actual, scores, "Value: share of revenue captured")
-    elif result.name == "offers":
-        predicted = model.predict(test)
-        offered = test[model.arm_column].astype(object)
-        y = test[model.outcome_column].astype(int).to_numpy()
-        for offer in model.offers_:
-            on = model._on_channel(test, offer)
-            rows = on & (offered.isna().to_numpy() | (offered == offer).to_numpy())
-            treated = (offered == offer).to_numpy()[rows]
-            if treated.any() and (~treated).any():
-                out[f"qini_{offer}"] = qini(
-                    y[rows],
-                    treated,
-                    {"kizuna": predicted[f"uplift_{offer}"].to_numpy()[rows]},
-                    f"Offer {offer}: Qini curve",
-                )
-    return {**out, **_shap(result)}
+    predicted = model.predict(test)
+    offered = test[model.arm_column].astype(object)
+    y = test[model.outcome_column].astype(int).to_numpy()
+    for offer in model.offers_:
+        on = model._on_channel(test, offer)
+        rows = on & (offered.isna().to_numpy() | (offered == offer).to_numpy())
+        treated = (offered == offer).to_numpy()[rows]
+        if treated.any() and (~treated).any():
+            out[f"qini_{offer}"] = qini(
+                y[rows],
+                treated,
+                {"kizuna": predicted[f"uplift_{offer}"].to_numpy()[rows]},
+                f"Offer {offer}: Qini curve",
+            )
+    return out

@@ -27,7 +27,9 @@ from mlflow.models import infer_signature
 
 from kizuna.settings import Settings
 from kizuna.training.base import MODEL_ROW, better
-from kizuna.training.trainer import MODEL_NAMES, TrainResult, evaluate
+from kizuna.training.cards import CARD_ARTIFACT, model_card
+from kizuna.training.models import MODEL_NAMES, spec
+from kizuna.training.trainer import TrainResult, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +170,9 @@ def log_and_gate(
         tolerance: how much better than the champion the new version must be.
     """
     mlf = client(settings)
-    name, cls = result.name, type(result.model)
+    name = result.name
+    model_spec = spec(name)
+    metric = model_spec.gate_metric
     registered = registered_name(name)
     commit = git_commit()
     columns = getattr(result.model, "input_columns", result.features)
@@ -182,17 +186,17 @@ def log_and_gate(
     if incumbent_version is not None:
         try:
             incumbent = load(settings, name, CHAMPION)
-            extra = {"churn_risk": None} if name == "offers" else {}
+            extra = {"churn_risk": None} if model_spec.needs_churn_risk else {}
             incumbent_table = evaluate(name, incumbent, result.test, **extra)
-            incumbent_score = float(incumbent_table.loc[MODEL_ROW, cls.primary_metric])
+            incumbent_score = float(incumbent_table.loc[MODEL_ROW, metric])
         except Exception as exc:
             incumbent_error = f"{type(exc).__name__}: {exc}"
             log.warning("champion v%s cannot score the holdout: %s", incumbent_version, exc)
-    candidate = float(result.evaluation.loc[MODEL_ROW, cls.primary_metric])
+    candidate = float(result.evaluation.loc[MODEL_ROW, metric])
     with mlflow.start_run(experiment_id=experiment_id(settings, name)) as run:
         mlflow.set_tags(
             {
-                "feature_service": cls.service,
+                "feature_service": model_spec.service,
                 "data_snapshot": result.params["data_snapshot"],
                 "git_commit": commit,
             }
@@ -201,7 +205,7 @@ def log_and_gate(
         _log_metrics(result.evaluation)
         _log_table(result.evaluation, "evaluation")
         if incumbent_score is not None:
-            mlflow.log_metric(f"champion.{cls.primary_metric}", incumbent_score)
+            mlflow.log_metric(f"champion.{metric}", incumbent_score)
         for fig_name, fig in (figures or {}).items():
             mlflow.log_figure(fig, f"plots/{fig_name}.png")
         with warnings.catch_warnings():
@@ -215,14 +219,13 @@ def log_and_gate(
                 pip_requirements=_requirements(),
             )
     version = str(info.registered_model_version)
-    direction = "higher" if cls.higher_is_better else "lower"
-    metric = cls.primary_metric
+    direction = "higher" if model_spec.higher_is_better else "lower"
     if incumbent_version is None:
         alias, reason = CHAMPION, f"first version: no champion to beat ({metric} {candidate:.4f})"
     elif incumbent_score is None:
         alias = CHAMPION
         reason = f"champion v{incumbent_version} cannot score this holdout ({incumbent_error})"
-    elif better(candidate, incumbent_score, cls.higher_is_better, tolerance):
+    elif better(candidate, incumbent_score, model_spec.higher_is_better, tolerance):
         alias = CHAMPION
         reason = (
             f"{metric} {candidate:.4f} beats champion v{incumbent_version}'s "
@@ -243,14 +246,14 @@ def log_and_gate(
         "gate_reason": reason,
         "primary_metric": metric,
         metric: f"{candidate:.6f}",
-        "feature_service": cls.service,
+        "feature_service": model_spec.service,
         "data_snapshot": result.params["data_snapshot"],
         "git_commit": commit,
     }.items():
         mlf.set_model_version_tag(registered, version, key, value)
     mlf.set_tag(run.info.run_id, "gate", f"{alias}: {reason}")
     log.info("%s v%s -> %s: %s", registered, version, alias, reason)
-    return Verdict(
+    verdict = Verdict(
         name,
         version,
         alias,
@@ -261,6 +264,34 @@ def log_and_gate(
         incumbent_version,
         run.info.run_id,
     )
+    mlf.log_text(run.info.run_id, model_card(result, verdict), CARD_ARTIFACT)
+    return verdict
+
+
+def card(settings: Settings, model: str, version: str | None = None) -> tuple[str, str]:
+    """The model card of ``version`` (default: the champion) and that version's number."""
+    _check_model(model)
+    mlf = client(settings)
+    registered = registered_name(model)
+    try:
+        found = (
+            mlf.get_model_version(registered, version)
+            if version
+            else mlf.get_model_version_by_alias(registered, CHAMPION)
+        )
+    except MlflowException:
+        which = f"version {version}" if version else "champion"
+        raise RegistryError(
+            f"{registered} has no {which}; see `kizuna models list --model {model}`"
+        ) from None
+    try:
+        path = mlf.download_artifacts(found.run_id, CARD_ARTIFACT)
+    except (MlflowException, OSError):
+        raise RegistryError(
+            f"{registered} v{found.version} was registered without a model card (before "
+            f"cards existed); retrain with `kizuna train {model}` to get one"
+        ) from None
+    return Path(path).read_text(), str(found.version)
 
 
 def _history(mlf: MlflowClient, registered: str) -> list[str]:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from kizuna.settings import Settings
 from kizuna.training import plots, registry
+from kizuna.training.models import CHURN_RISK_FROM, MODEL_NAMES, spec
 from kizuna.training.trainer import (
-    MODEL_NAMES,
     TrainConfig,
     TrainingData,
     TrainingError,
@@ -67,12 +67,16 @@ def train_and_register(
     out: list[Trained] = []
     skipped: list[Skipped] = []
     churn_model = None
-    if "offers" in names and "churn" not in names:
+    needing = [n for n in names if spec(n).needs_churn_risk]
+    if needing and CHURN_RISK_FROM not in names:
         # The "offer everyone at high churn risk" baseline needs a churn model: the champion.
         try:
-            churn_model = registry.load(settings, "churn")
+            churn_model = registry.load(settings, CHURN_RISK_FROM)
         except Exception as exc:  # the baseline is skipped, and said so
-            say(f"offers: no churn champion ({type(exc).__name__}); skipping that baseline")
+            say(
+                f"{', '.join(needing)}: no churn champion ({type(exc).__name__}); skipping "
+                "the high-churn-risk baseline"
+            )
     for name in sorted(names, key=MODEL_NAMES.index):
         started = time.perf_counter()
         try:
@@ -83,7 +87,7 @@ def train_and_register(
             say(f"{name}: skipped: {exc}")
             skipped.append(Skipped(name, str(exc)))
             continue
-        if name == "churn":
+        if name == CHURN_RISK_FROM:
             churn_model = result.model
         say(f"{name}: logging to MLflow and comparing with the champion")
         figures = plots.figures(result)

@@ -3,18 +3,17 @@
 For every model alike: read its FeatureService's point-in-time frame, label it, split the
 cutoffs in time (train → validation → test, label windows apart), fit, and score the model
 and its baselines on the same held-out cutoff. What differs per model (label window,
-estimator, metrics) lives in its own module; MLflow logging lives in registry.py.
+estimator, metrics, baselines, plots) is its spec (kizuna.training.models) and its own
+module; MLflow logging lives in registry.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from types import ModuleType
 from typing import Any
 
 import duckdb
@@ -40,37 +39,29 @@ from kizuna.training.labels import (
     LabelError,
     data_end,
     default_churn_horizon,
-    never_buyer_value,
 )
-from kizuna.training.repurchase import HORIZON_DAYS
+from kizuna.training.models import MODEL_NAMES, SEND, ModelSpec, UnknownModelError
+from kizuna.training.models import spec as _spec
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES = ("churn", "repurchase", "value", "offers")
-# The timing model's label window is its last horizon: one constant, so the two cannot
-# drift apart (a longer horizon than window would let labels see past the split).
-REPURCHASE_WINDOW_DAYS = HORIZON_DAYS
-_CLASSES = {
-    "churn": "ChurnModel",
-    "repurchase": "RepurchaseModel",
-    "value": "ValueModel",
-    "offers": "OfferModel",
-}
+__all__ = ["MODEL_NAMES", "TrainConfig", "TrainingData", "TrainingError", "train"]
 
 
 class TrainingError(ValueError):
     """A model cannot be trained on this data; the message says what to change."""
 
 
-def model_module(name: str) -> ModuleType:
-    """The module of model ``name`` (kizuna.training.<name>)."""
-    if name not in _CLASSES:
-        raise TrainingError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    return importlib.import_module(f"kizuna.training.{name}")
+def model_spec(name: str) -> ModelSpec:
+    """Model ``name``'s spec; a TrainingError naming the models for an unknown one."""
+    try:
+        return _spec(name)
+    except UnknownModelError as exc:
+        raise TrainingError(str(exc)) from None
 
 
 def model_class(name: str) -> type:
-    return getattr(model_module(name), _CLASSES[name])
+    return model_spec(name).cls
 
 
 @dataclass(frozen=True)
@@ -176,7 +167,8 @@ class TrainingData:
     snapshot: str
     config: TrainConfig
     value_days: int = 365
-    notes: list[str] = field(default_factory=list)
+    #: Per model, why its label window differs from the configured one.
+    window_notes: dict[str, str] = field(default_factory=dict)
     _frames: dict[tuple, pd.DataFrame] = field(default_factory=dict)
 
     @classmethod
@@ -207,17 +199,12 @@ class TrainingData:
             snapshot=snapshot_id(settings, cutoffs),
             config=config,
             value_days=value_days,
-            notes=[why] if why else [],
+            window_notes={"value": why} if why else {},
         )
 
     def label_days(self, name: str) -> int:
         """How long after a cutoff model ``name``'s label looks."""
-        return {
-            "churn": self.horizon.days,
-            "repurchase": REPURCHASE_WINDOW_DAYS,
-            "value": self.value_days,
-            "offers": self.config.offer_window_days,
-        }[name]
+        return model_spec(name).label_days(self)
 
     def frame(
         self,
@@ -233,8 +220,9 @@ class TrainingData:
         ``label_end`` labels as if the data ended then; ``truncate`` cuts windows that run
         past the end instead of leaving them unlabelled (expanding windows).
         """
-        service = model_class(name).service
-        if name == "offers":
+        spec = model_spec(name)
+        service = spec.service
+        if spec.unit == SEND:
             key: tuple = ("exposures", self.config.offer_window_days)
             if key not in self._frames:
                 self._frames[key] = exposure_training_frame(
@@ -263,22 +251,19 @@ class TrainingData:
 
     def split(self, name: str) -> TimeSplit:
         """Model ``name``'s time-ordered split of its cutoffs (send times for offers)."""
-        days = self.label_days(name)
+        spec = model_spec(name)
+        days = spec.label_days(self)
         try:
-            if name == "offers":
+            if spec.unit == SEND:
                 sent = pd.to_datetime(self.frame(name)["event_timestamp"], utc=True)
                 # Whole campaigns per part: a send's exposures spread over hours.
                 split = send_split(sorted({m.to_pydatetime() for m in sent}), days)
             else:
                 split = choose_split(self.cutoffs, days, self.end, self.config.split_scheme)
         except LabelError as exc:
-            hint = {
-                "churn": "; the churn window is --horizon-days (backtest: --horizon)",
-                "value": "; the value window is --value-days",
-            }.get(name, "")
-            raise TrainingError(f"{name}: {exc}{hint}") from exc
+            raise TrainingError(f"{name}: {exc}{spec.split_hint}") from exc
         keep = self.config.max_train_cutoffs
-        if keep and len(split.train) > keep and name != "offers":
+        if keep and len(split.train) > keep and spec.unit != SEND:
             if split.scheme == EXPANDING:
                 # Spread over the history: the early cutoffs carry the long windows.
                 split = replace(
@@ -312,7 +297,7 @@ class TrainResult:
 
 def evaluate(name: str, model: Any, test: pd.DataFrame, **extra: Any) -> pd.DataFrame:
     """Model ``name``'s evaluation table (the model and its baselines) on ``test``."""
-    return model_module(name).evaluate(model, test, **extra)
+    return model_spec(name).module.evaluate(model, test, **extra)
 
 
 def with_btyd(
@@ -326,7 +311,7 @@ def with_btyd(
     """``table`` with the BG/NBD baselines' rows, fitted on data up to the test cutoff."""
     from kizuna.training.baselines import btyd_rows
 
-    if name == "offers" or test.empty:
+    if model_spec(name).baselines is None or test.empty:
         return table
     cutoff = pd.Timestamp(test["event_timestamp"].max()).to_pydatetime()
     rows = btyd_rows(con, restrict_tables(tables, cutoff), name, test, label_days)
@@ -353,14 +338,14 @@ def train(
             high churn risk" (skipped without one).
     """
     say = progress or (lambda _line: None)
-    cls = model_class(name)
+    spec = model_spec(name)
     split = data.split(name)
     check_no_leakage(split)
     say(f"{name}: {split.scheme} ({split.reason})")
-    say(f"{name}: reading {cls.service} features and labels")
+    say(f"{name}: reading {spec.service} features and labels")
     # An absolute moment would not carry over to a later cutoff; it serves the request-time
     # recency feature, not the models.
-    features = [f for f in features_of(data.settings, cls.service) if f != "last_order_epoch"]
+    features = [f for f in features_of(data.settings, spec.service) if f != "last_order_epoch"]
     if split.scheme == EXPANDING:
         rows = data.frame(name, split.train, label_end=split.train_label_end, truncate=True)
         train_rows, valid_rows = customer_split(rows, seed=data.config.seed)
@@ -370,16 +355,15 @@ def train(
         train_rows, valid_rows = split.part(frame, "train"), split.part(frame, "valid")
         test_rows = split.part(frame, "test")
     moments = len({m.date() for m in split.train})
-    what = "send days" if name == "offers" else "cutoffs"
     say(
-        f"{name}: fitting on {len(train_rows):,} rows of {moments} {what}, "
+        f"{name}: fitting on {len(train_rows):,} rows of {moments} {spec.moments}, "
         f"validating on {len(valid_rows):,}"
     )
-    model = _new_model(data, name)
+    model = spec.new(data)
     model.fit(train_rows, valid_rows, features)
     say(f"{name}: scoring {len(test_rows):,} held-out rows with the baselines")
     extra: dict[str, Any] = {}
-    if name == "offers":
+    if spec.needs_churn_risk:
         extra["churn_risk"] = (
             churn_model.predict_proba(test_rows) if churn_model is not None else None
         )
@@ -390,13 +374,13 @@ def train(
         rows = data.frame(name, split.refit, truncate=True)
         refit_train, refit_valid = customer_split(rows, seed=data.config.seed)
         say(f"{name}: refitting on {len(rows):,} rows of all {len(split.refit)} cutoffs")
-        model = _new_model(data, name).fit(refit_train, refit_valid, features)
+        model = spec.new(data).fit(refit_train, refit_valid, features)
         refit_rows, fitted_on = len(rows), split.refit
-    if name == "value":
-        _set_cold_start(data, model, fitted_on)
+    if spec.after_fit is not None:
+        spec.after_fit(data, model, fitted_on)
     params = {
         "model": name,
-        "feature_service": cls.service,
+        "feature_service": spec.service,
         "data_snapshot": data.snapshot,
         "seed": data.config.seed,
         "label_days": split.label_days,
@@ -420,24 +404,6 @@ def train(
         "refit_rows": refit_rows,
         "n_features": len(features),
     }
-    if name == "value" and data.notes:
-        params["value_window_note"] = "; ".join(data.notes)
+    if name in data.window_notes:
+        params["window_note"] = data.window_notes[name]
     return TrainResult(name, model, features, split, table, test_rows, params)
-
-
-def _set_cold_start(data: TrainingData, model: Any, cutoffs: list[datetime]) -> None:
-    """The value model's answer for customers without an order: what such customers spent
-    next at the training cutoffs (the lake's own figure, not an extrapolation)."""
-    groups = never_buyer_value(data.con, data.tables, cutoffs, data.value_days)
-    model.cold_start_values_ = dict(zip(groups["from_days"], groups["spend"], strict=True))
-    model.cold_start_rows_ = int(groups["rows"].sum())
-
-
-def _new_model(data: TrainingData, name: str) -> Any:
-    """An unfitted model ``name`` with the run's options."""
-    options: dict[str, Any] = {}
-    if name == "value":
-        options["value_days"] = data.value_days
-    elif name == "churn":
-        options["window_days"] = data.horizon.days
-    return model_class(name)(seed=data.config.seed, n_jobs=data.config.n_jobs, **options)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kizuna.features.contracts import CONSENT_CHANNELS
 from kizuna.serving.campaigns import (
     CSV_COLUMNS,
     CampaignError,
@@ -101,7 +102,7 @@ class CampaignRequest(BaseModel):
         }
     )
     audience: Audience = Field(default_factory=Audience)
-    channel: Literal["email", "sms", "push"]
+    channel: Literal[CONSENT_CHANNELS]
     offer_ids: list[str] | None = Field(
         None, description="Offers to choose from; default every valid offer of the channel."
     )

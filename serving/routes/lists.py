@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from kizuna.features.contracts import CONSENT_CHANNELS
 from kizuna.serving.deps import Book, ListsKey
 from kizuna.serving.errors import MODEL_MISSING, Problem, documented
 from kizuna.serving.lists import (
-    CHANNELS,
     RISK_BANDS,
     SPECS,
     ListError,
@@ -77,7 +77,7 @@ class Narrowing:
         segment: list[str] | None = Query(None, description="RFM segment(s) to keep."),
         tier: list[str] | None = Query(None, description="Loyalty tier(s) to keep."),
         country: list[str] | None = Query(None, description="Country code(s) to keep."),
-        channel: Literal["email", "sms", "push"] | None = Query(
+        channel: Literal[CONSENT_CHANNELS] | None = Query(
             None, description="Keep only customers who consent to this channel."
         ),
         not_contacted_days: int | None = Query(
@@ -335,4 +335,4 @@ def replenishment_categories(request: Request, _: ListsKey) -> Any:
     return categories_of(request)
 
 
-__all__ = ["CHANNELS", "RISK_BANDS", "router"]
+__all__ = ["RISK_BANDS", "router"]

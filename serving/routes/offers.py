@@ -8,6 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from kizuna.features.contracts import CONSENT_CHANNELS
 from kizuna.serving.decisions import decide
 from kizuna.serving.deps import Book, Moment, require
 from kizuna.serving.errors import MODEL_MISSING, Problem, documented
@@ -34,7 +35,7 @@ class NextBestRequest(BaseModel):
         }
     )
     customer_id: str = Field(min_length=1)
-    channel: Literal["email", "sms", "push"]
+    channel: Literal[CONSENT_CHANNELS]
     context: Context = Field(default_factory=Context)
 
 
@@ -63,7 +64,7 @@ class Decision(BaseModel):
 
     decision_id: str = Field(description="Report outcomes to /v1/decisions/{decision_id}/outcome.")
     customer_id: str
-    channel: Literal["email", "sms", "push"]
+    channel: Literal[CONSENT_CHANNELS]
     decided_at: str = Field(description="ISO 8601, UTC.")
     cold_start: bool = Field(description="No order yet: the offers of a new customer.")
     model_versions: dict[str, str]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kizuna.training import plots, registry
+from kizuna.training import cards, plots, registry
 from kizuna.training.churn import ChurnModel
 from kizuna.training.trainer import TrainConfig, TrainingData, TrainResult, evaluate, train
 
@@ -103,3 +103,43 @@ def test_promote_by_hand_and_roll_back(store) -> None:
         registry.rollback(settings, "churn")
     with pytest.raises(registry.RegistryError, match="no version 99"):
         registry.promote(settings, "churn", "99", "typo")
+
+
+def test_every_version_has_a_model_card_from_its_held_out_rows(store) -> None:
+    settings, _, result, first = store
+    text, version = registry.card(settings, "churn")  # the champion's
+    assert version == first.version and text.startswith(f"# kizuna-churn v{first.version}")
+    for section in [
+        "## Intended use",
+        "## Data",
+        "## Features",
+        "## Held-out evaluation",
+        "## Calibration",
+        "## By RFM segment, loyalty tier and country",
+        "## Known limits",
+        "## Consent",
+    ]:
+        assert section in text, section
+    assert result.params["data_snapshot"] in text and result.params["test_cutoffs"] in text
+    table = result.evaluation
+    # The held-out table holds the model and its baselines, figures as the run logged them.
+    assert f"| kizuna | {table.loc['kizuna', 'auc']:.4f}" in text
+    assert f"| bgnbd | {table.loc['bgnbd', 'auc']:.4f}" in text
+    assert f"{table.loc['kizuna', 'ece']:.4f}" in text
+    # Each group's AUC is the model's on that group's held-out rows alone.
+    groups = cards.by_group(result)
+    assert set(groups["group"]) >= {"RFM segment", "loyalty tier"}
+    assert (groups["rows"] >= cards.MIN_GROUP_ROWS).all()
+    row = groups.dropna().iloc[0]
+    column = {v: k for k, v in cards.GROUPS.items()}[row["group"]]
+    part = result.test[result.test[column].astype(str) == row["value"]]
+    expected = evaluate("churn", result.model, part).loc["kizuna", "auc"]
+    assert row["metric"] == pytest.approx(expected)
+    assert f"| {row['group']} | {row['value']} | {row['rows']} | {row['metric']:.4f} |" in text
+    assert all(f"`{f}`" in text for f in result.features)
+
+
+def test_a_card_of_a_missing_version_says_what_exists(store) -> None:
+    settings, *_ = store
+    with pytest.raises(registry.RegistryError, match="has no version 99; see `kizuna models"):
+        registry.card(settings, "churn", "99")

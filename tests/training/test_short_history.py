@@ -104,7 +104,7 @@ def test_a_year_trains_every_transaction_model_on_expanding_windows(year: Settin
     # The value window fits the year (and says so) instead of refusing.
     value = by_name["value"]
     assert value.params["value_days"] == 180
-    assert "instead of 730" in value.params["value_window_note"]
+    assert "instead of 730" in value.params["window_note"]
     assert value.model.value_days == 180
     # A customer without an order gets what such customers spent next (from the lake at
     # the latest closed training cutoffs), and that matches what they spent after the

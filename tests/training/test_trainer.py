@@ -139,3 +139,10 @@ def test_train_and_models_commands_end_to_end(backtested) -> None:
     assert run_cli(settings, "models", "promote", "churn", "2").returncode == 0
     rolled = run_cli(settings, "models", "rollback", "churn")
     assert rolled.returncode == 0 and "kizuna-churn v1 is champion again" in rolled.stdout
+    card = run_cli(settings, "models", "card", "churn", "2")
+    assert card.returncode == 0, card.stderr
+    assert card.stdout.startswith("# kizuna-churn v2\n\n**Gate:** challenger: auc")
+    print(card.stdout)
+    missing = run_cli(settings, "models", "card", "churn", "7")
+    assert missing.returncode != 0 and "kizuna models list --model churn" in missing.stderr
+    assert "Traceback" not in missing.stderr
