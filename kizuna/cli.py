@@ -59,6 +59,10 @@ def _register_subcommands() -> None:
 
     app.add_typer(customers_app, name="customers")
 
+    from kizuna.cli_policy import policy_app
+
+    app.add_typer(policy_app, name="policy")
+
     app.command("kpis")(kpis_command)
     app.command("plan")(plan_command)
 

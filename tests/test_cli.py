@@ -25,6 +25,8 @@ COMMANDS = [
     "models list",
     "models promote",
     "models rollback",
+    "models card",
+    "policy evaluate",
     "backtest",
     "serve",
     "score",
