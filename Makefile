@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The pinned versions tested together; pip installs exactly these.
 CONSTRAINTS := constraints.txt
 
-.PHONY: run test test-fast lint format install clean bench bench-quality bench-serving bench-ui bench-soak docs chromium
+.PHONY: run test test-fast lint format hooks install clean bench bench-quality bench-serving bench-ui bench-soak docs chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## hooks: check every commit with ruff, as `make lint` does (.pre-commit-config.yaml)
+hooks: $(STAMP)
+	$(BIN)/pre-commit install
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

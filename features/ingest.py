@@ -360,7 +360,7 @@ class Ingestor:
         return rows[~drop]
 
     # -- step 3 and 4: deduplicate against the lake, write by month, commit ---------------
-    def _settle(
+    def _settle(  # noqa: PLR0915 - one transaction; to split by step (issue 13)
         self, con: duckdb.DuckDBPyConnection, stager: _Stager, reports: dict[str, KindReport]
     ) -> tuple[dict[str, list[tuple[Path, str]]], list[tuple[Path, str]]]:
         out_root = stager.root / "out"

@@ -612,7 +612,7 @@ class _History:
     unsubscribed: dict[str, np.ndarray]
 
 
-def _run_days(rng: np.random.Generator, cu: _Customers, world: _World) -> _History:
+def _run_days(rng: np.random.Generator, cu: _Customers, world: _World) -> _History:  # noqa: PLR0915
     """Walk the chunk's customers through the period one day at a time."""
     n, days = cu.n, world.days
     campaigns = {c.day: (k, c) for k, c in enumerate(world.campaigns)}
@@ -994,7 +994,7 @@ def _orders_and_lines(
     return orders, lines
 
 
-def _events(
+def _events(  # noqa: PLR0915 - to split with simulate.py (issue 13)
     rng: np.random.Generator,
     cu: _Customers,
     history: _History,

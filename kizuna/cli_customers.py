@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -68,7 +69,7 @@ def export_command(
         fail(str(exc))
     text = json.dumps(held, indent=1, default=str)
     if out is None:
-        print(text)
+        sys.stdout.write(text + "\n")
     else:
         out.write_text(text)
         err.print(f"wrote everything held on {customer_id} to {out}", highlight=False)

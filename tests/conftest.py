@@ -32,3 +32,15 @@ def shared_data() -> Path:
 
 # The simulated retailer shared by the model and serving tests (built once per session).
 from tests.world import sim_world  # noqa: E402, F401
+
+#: Fixtures that build the simulated retailer or a trained home (tens of seconds once per
+#: session, and the tests on them train, serve or materialize): their tests are slow.
+SLOW_FIXTURES = {"sim_world", "trained_home", "server", "scratch_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test on a slow fixture ``slow``, so ``make test-fast`` leaves it out
+    without each module having to remember."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,11 +24,12 @@ from kizuna.features.lake import Lake
 from kizuna.settings import Settings
 from kizuna.training.dataset import KEYS, exposure_training_frame, outcome_training_frame
 from kizuna.training.labels import LabelError, data_end
-from kizuna.training.models import CUTOFF, MODEL_NAMES, SEND, SPECS, spec
+from kizuna.training.models import CHURN_RISK_FROM, CUTOFF, MODEL_NAMES, SEND, SPECS, spec
 from kizuna.training.trainer import (
     TrainConfig,
     TrainingData,
     TrainingError,
+    TrainResult,
     evaluate,
     snapshot_cutoffs,
     train,
@@ -65,6 +66,112 @@ def _ensure_snapshots(settings: Settings, data_start: datetime, cutoff: datetime
     if missing:
         build_feature_files(settings, missing)
     apply(settings)
+
+
+def _train_before(past: TrainingData, models, say, notes: list[str]) -> dict[str, TrainResult]:
+    """Each of ``models`` trained on ``past``; one that cannot be is a note, not a failure."""
+    fitted: dict[str, TrainResult] = {}
+    for name in models:
+        try:
+            churn = fitted.get(CHURN_RISK_FROM)
+            fitted[name] = train(
+                past, name, progress=say, churn_model=churn.model if churn else None
+            )
+        except (TrainingError, LabelError) as exc:
+            notes.append(f"{name}: not trained: {exc}")
+            say(notes[-1])
+    return fitted
+
+
+def _score_at(
+    settings: Settings,
+    con,
+    full: Tables,
+    cutoff: datetime,
+    past: TrainingData,
+    fitted: dict[str, TrainResult],
+    say: Callable[[str], None],
+    notes: list[str],
+) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
+    """Every fitted model scored and evaluated at ``cutoff`` on the full lake: the
+    evaluation tables and one frame of scores with the outcomes beside them."""
+    horizon, config = past.horizon.days, past.config
+    frames: dict[str, pd.DataFrame] = {}
+    tables, scores = [], None
+    for name, result in fitted.items():
+        model_spec = spec(name)
+        service = model_spec.service
+        if model_spec.unit == SEND:
+            rows = exposure_training_frame(settings, con, full, service, config.offer_window_days)
+            sent = pd.to_datetime(rows["event_timestamp"], utc=True)
+            rows = rows[(sent > cutoff) & (sent <= cutoff + timedelta(days=horizon))]
+        else:
+            if service not in frames:
+                # A window a few days past the end of the data is scored on the days
+                # there are (the rows' label_window_days say how many; so do the notes).
+                frames[service] = outcome_training_frame(
+                    settings, con, full, service, [cutoff], horizon, past.value_days, True
+                )
+            rows = frames[service]
+            predicted = result.model.predict(rows)
+            block = pd.concat([rows[KEYS], predicted], axis=1)
+            scores = block if scores is None else scores.merge(block, on=KEYS, how="outer")
+        extra = {}
+        if model_spec.needs_churn_risk:
+            churn = fitted.get(CHURN_RISK_FROM)
+            extra["churn_risk"] = churn.model.predict_proba(rows) if churn else None
+        try:
+            table = evaluate(name, result.model, rows, **extra)
+            table = with_btyd(con, full, name, table, rows, result.split.label_days)
+        except (ValueError, KeyError) as exc:
+            notes.append(f"{name}: not evaluated at the cutoff ({exc}); the outcome is not known")
+            say(notes[-1])
+            continue
+        for scorer, why in table.attrs.get("baseline_notes", {}).items():
+            notes.append(f"{name}: baseline {scorer} not fitted: {why}")
+            say(notes[-1])
+        table.insert(0, "model", name)
+        tables.append(table.rename_axis("scorer").reset_index())
+    # Every outcome frame holds the same labels; whichever models ran, one of them.
+    labels = next(iter(frames.values()), None)
+    if scores is not None and labels is not None:
+        outcome_columns = [c for s in SPECS.values() if s.unit == CUTOFF for c in s.label_columns]
+        present = [c for c in outcome_columns if c in labels.columns]
+        scores = scores.merge(labels[[*KEYS, *present]], on=KEYS, how="left")
+    return tables, scores
+
+
+def _write_report(
+    out: Path,
+    cutoff: datetime,
+    past: TrainingData,
+    fitted: dict[str, TrainResult],
+    notes: list[str],
+    metrics: pd.DataFrame,
+    scores: pd.DataFrame | None,
+) -> None:
+    """scores.parquet, metrics.csv / .txt and backtest.json in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (scores if scores is not None else pd.DataFrame()).to_parquet(out / "scores.parquet")
+    metrics.to_csv(out / "metrics.csv", index=False, float_format="%.6g")
+    (out / "metrics.txt").write_text(
+        metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}") + "\n"
+    )
+    (out / "backtest.json").write_text(
+        json.dumps(
+            {
+                "cutoff": cutoff.isoformat(),
+                "churn_horizon_days": past.horizon.days,
+                "value_days": past.value_days,
+                "split": {n: [r.split.scheme, r.split.reason] for n, r in fitted.items()},
+                "models": list(fitted),
+                "notes": notes,
+                "params": {n: r.params for n, r in fitted.items()},
+            },
+            indent=2,
+            default=str,
+        )
+    )
 
 
 def snapshot_cutoffs_or_none(settings: Settings) -> list[datetime]:
@@ -117,18 +224,9 @@ def backtest(
     # Snapshots at the cutoff exist but its labels would need the future: train before it.
     past.cutoffs = [c for c in past.cutoffs if c < cutoff]
     horizon = past.horizon.days
-    config = replace(config, churn_horizon_days=horizon)
     say(f"training on data up to {cutoff:%Y-%m-%d} (churn horizon {horizon} days)")
-    fitted, notes = {}, list(past.window_notes.values())
-    for name in models:
-        try:
-            churn = fitted.get("churn")
-            fitted[name] = train(
-                past, name, progress=say, churn_model=churn.model if churn else None
-            )
-        except (TrainingError, LabelError) as exc:
-            notes.append(f"{name}: not trained: {exc}")
-            say(notes[-1])
+    notes = list(past.window_notes.values())
+    fitted = _train_before(past, models, say, notes)
     left = (end - cutoff).total_seconds() / 86_400
     windows = {n: spec(n).label_days(past) for n in fitted if spec(n).unit == CUTOFF}
     for what, days in windows.items():
@@ -139,68 +237,7 @@ def backtest(
             )
             say(notes[-1])
     say(f"scoring every customer as of {cutoff:%Y-%m-%d}")
-    frames: dict[str, pd.DataFrame] = {}
-    tables, scores = [], None
-    for name, result in fitted.items():
-        model_spec = spec(name)
-        service = model_spec.service
-        if model_spec.unit == SEND:
-            rows = exposure_training_frame(settings, con, full, service, config.offer_window_days)
-            sent = pd.to_datetime(rows["event_timestamp"], utc=True)
-            rows = rows[(sent > cutoff) & (sent <= cutoff + timedelta(days=horizon))]
-        else:
-            if service not in frames:
-                # A window a few days past the end of the data is scored on the days
-                # there are (the rows' label_window_days say how many; so do the notes).
-                frames[service] = outcome_training_frame(
-                    settings, con, full, service, [cutoff], horizon, past.value_days, True
-                )
-            rows = frames[service]
-            predicted = result.model.predict(rows)
-            block = pd.concat([rows[KEYS], predicted], axis=1)
-            scores = block if scores is None else scores.merge(block, on=KEYS, how="outer")
-        extra = {}
-        if model_spec.needs_churn_risk:
-            churn = fitted.get("churn")
-            extra["churn_risk"] = churn.model.predict_proba(rows) if churn else None
-        try:
-            table = evaluate(name, result.model, rows, **extra)
-            table = with_btyd(con, full, name, table, rows, result.split.label_days)
-        except (ValueError, KeyError) as exc:
-            notes.append(f"{name}: not evaluated at the cutoff ({exc}); the outcome is not known")
-            say(notes[-1])
-            continue
-        for scorer, why in table.attrs.get("baseline_notes", {}).items():
-            notes.append(f"{name}: baseline {scorer} not fitted: {why}")
-            say(notes[-1])
-        table.insert(0, "model", name)
-        tables.append(table.rename_axis("scorer").reset_index())
-    # Every outcome frame holds the same labels; whichever models ran, one of them.
-    labels = next(iter(frames.values()), None)
-    if scores is not None and labels is not None:
-        outcome_columns = [c for s in SPECS.values() if s.unit == CUTOFF for c in s.label_columns]
-        present = [c for c in outcome_columns if c in labels.columns]
-        scores = scores.merge(labels[[*KEYS, *present]], on=KEYS, how="left")
+    tables, scores = _score_at(settings, con, full, cutoff, past, fitted, say, notes)
     metrics = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    out.mkdir(parents=True, exist_ok=True)
-    (scores if scores is not None else pd.DataFrame()).to_parquet(out / "scores.parquet")
-    metrics.to_csv(out / "metrics.csv", index=False, float_format="%.6g")
-    (out / "metrics.txt").write_text(
-        metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}") + "\n"
-    )
-    (out / "backtest.json").write_text(
-        json.dumps(
-            {
-                "cutoff": cutoff.isoformat(),
-                "churn_horizon_days": horizon,
-                "value_days": past.value_days,
-                "split": {n: [r.split.scheme, r.split.reason] for n, r in fitted.items()},
-                "models": list(fitted),
-                "notes": notes,
-                "params": {n: r.params for n, r in fitted.items()},
-            },
-            indent=2,
-            default=str,
-        )
-    )
+    _write_report(out, cutoff, past, fitted, notes, metrics, scores)
     return BacktestReport(out, cutoff, metrics, scores, notes)

@@ -155,6 +155,55 @@ def _requirements() -> list[str]:
     return [f"{name}=={package_version(name)}" for name in _REQUIREMENTS]
 
 
+def _incumbent_score(
+    settings: Settings, result: TrainResult, version: str | None
+) -> tuple[float | None, str]:
+    """The champion's gate metric on ``result``'s held-out rows, or why it has none."""
+    if version is None:
+        return None, ""
+    model_spec = spec(result.name)
+    try:
+        incumbent = load(settings, result.name, CHAMPION)
+        extra = {"churn_risk": None} if model_spec.needs_churn_risk else {}
+        table = evaluate(result.name, incumbent, result.test, **extra)
+        return float(table.loc[MODEL_ROW, model_spec.gate_metric]), ""
+    except Exception as exc:  # a champion that cannot score loses the gate, and says why
+        log.warning("champion v%s cannot score the holdout: %s", version, exc)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _gate(
+    name: str,
+    candidate: float,
+    incumbent_version: str | None,
+    incumbent_score: float | None,
+    incumbent_error: str,
+    tolerance: float,
+) -> tuple[str, str]:
+    """The alias a new version of model ``name`` earns on its gate metric, and why."""
+    model_spec = spec(name)
+    metric = model_spec.gate_metric
+    direction = "higher" if model_spec.higher_is_better else "lower"
+    if incumbent_version is None:
+        alias, reason = CHAMPION, f"first version: no champion to beat ({metric} {candidate:.4f})"
+    elif incumbent_score is None:
+        alias = CHAMPION
+        reason = f"champion v{incumbent_version} cannot score this holdout ({incumbent_error})"
+    elif better(candidate, incumbent_score, model_spec.higher_is_better, tolerance):
+        alias = CHAMPION
+        reason = (
+            f"{metric} {candidate:.4f} beats champion v{incumbent_version}'s "
+            f"{incumbent_score:.4f} on the same holdout ({direction} is better)"
+        )
+    else:
+        alias = CHALLENGER
+        reason = (
+            f"{metric} {candidate:.4f} does not beat champion v{incumbent_version}'s "
+            f"{incumbent_score:.4f} on the same holdout ({direction} is better)"
+        )
+    return alias, reason
+
+
 def log_and_gate(
     settings: Settings,
     result: TrainResult,
@@ -181,17 +230,7 @@ def log_and_gate(
         warnings.simplefilter("ignore")
         signature = infer_signature(example, result.model.predict(example))
     incumbent_version = champion_version(settings, name)
-    incumbent_score: float | None = None
-    incumbent_error = ""
-    if incumbent_version is not None:
-        try:
-            incumbent = load(settings, name, CHAMPION)
-            extra = {"churn_risk": None} if model_spec.needs_churn_risk else {}
-            incumbent_table = evaluate(name, incumbent, result.test, **extra)
-            incumbent_score = float(incumbent_table.loc[MODEL_ROW, metric])
-        except Exception as exc:
-            incumbent_error = f"{type(exc).__name__}: {exc}"
-            log.warning("champion v%s cannot score the holdout: %s", incumbent_version, exc)
+    incumbent_score, incumbent_error = _incumbent_score(settings, result, incumbent_version)
     candidate = float(result.evaluation.loc[MODEL_ROW, metric])
     with mlflow.start_run(experiment_id=experiment_id(settings, name)) as run:
         mlflow.set_tags(
@@ -219,24 +258,9 @@ def log_and_gate(
                 pip_requirements=_requirements(),
             )
     version = str(info.registered_model_version)
-    direction = "higher" if model_spec.higher_is_better else "lower"
-    if incumbent_version is None:
-        alias, reason = CHAMPION, f"first version: no champion to beat ({metric} {candidate:.4f})"
-    elif incumbent_score is None:
-        alias = CHAMPION
-        reason = f"champion v{incumbent_version} cannot score this holdout ({incumbent_error})"
-    elif better(candidate, incumbent_score, model_spec.higher_is_better, tolerance):
-        alias = CHAMPION
-        reason = (
-            f"{metric} {candidate:.4f} beats champion v{incumbent_version}'s "
-            f"{incumbent_score:.4f} on the same holdout ({direction} is better)"
-        )
-    else:
-        alias = CHALLENGER
-        reason = (
-            f"{metric} {candidate:.4f} does not beat champion v{incumbent_version}'s "
-            f"{incumbent_score:.4f} on the same holdout ({direction} is better)"
-        )
+    alias, reason = _gate(
+        name, candidate, incumbent_version, incumbent_score, incumbent_error, tolerance
+    )
     if alias == CHAMPION:
         _set_champion(mlf, registered, version)
     else:
