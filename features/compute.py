@@ -274,7 +274,10 @@ def default_cutoff(tables: Tables, con: duckdb.DuckDBPyConnection | None = None)
         f"UNION ALL SELECT max(occurred_at) FROM {tables.events} AS src)"
     ).fetchone()
     if day is None:
-        raise FeatureBuildError("no orders or events to take a cutoff from")
+        raise FeatureBuildError(
+            "no orders or events to take a cutoff from; ingest them first "
+            "(`kizuna ingest FILES`, or `kizuna retrain FILES`)"
+        )
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 

@@ -39,12 +39,13 @@ app = typer.Typer(
 
 def _register_subcommands() -> None:
     from kizuna.cli_features import features_app
-    from kizuna.cli_models import backtest_command, models_app, train_command
+    from kizuna.cli_models import backtest_command, models_app, retrain_command, train_command
 
     app.add_typer(features_app, name="features")
     app.add_typer(models_app, name="models")
     app.command("train")(train_command)
     app.command("backtest")(backtest_command)
+    app.command("retrain")(retrain_command)
 
     from kizuna.cli_serving import keys_app, lists_app, score_command, serve_command
 

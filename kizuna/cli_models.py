@@ -24,6 +24,63 @@ models_app = typer.Typer(
 MODEL_CHOICES = ("churn", "repurchase", "value", "offers", "all")
 
 
+def retrain_command(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="New files or folders to ingest first (as `kizuna ingest`)."),
+    ] = None,
+    every: Annotated[
+        str, typer.Option(help="Spacing of the new snapshots, in days (e.g. 7d).")
+    ] = "7d",
+    model: Annotated[str, typer.Option(help="churn, repurchase, value, offers or all.")] = "all",
+) -> None:
+    """The whole loop in one command: ingest new files, build the snapshots since the
+    last one, update Feast's online store, retrain, evaluate against the baselines and
+    gate. A running `kizuna serve` swaps in new champions within
+    KIZUNA_MODEL_POLL_SECONDS, without a restart; challengers change nothing it serves.
+    Exit code 0 when at least one model trained (a model the data cannot train is
+    skipped with its reason), 2 otherwise. docs/operations.md shows it under cron.
+
+    Examples:
+
+        kizuna retrain exports/2026-12-04/
+
+        kizuna retrain --every 7d --model churn
+    """
+    from kizuna.features.compute import FeatureBuildError
+    from kizuna.features.store import FeatureStoreError
+    from kizuna.training.retrain import retrain
+    from kizuna.training.trainer import MODEL_NAMES, TrainingError
+
+    if model not in MODEL_CHOICES:
+        fail(f"unknown model {model!r}; choose one of {', '.join(MODEL_CHOICES)}")
+    days = parse_horizon(every) or 7
+    if paths:
+        from kizuna.cli import ingest
+
+        ingest(paths)  # the same command, its report and its errors
+    settings = get_settings()
+    names = MODEL_NAMES if model == "all" else (model,)
+    try:
+        report = retrain(settings, days, names, progress=step_printer())
+    except (FeatureBuildError, FeatureStoreError, TrainingError, ValueError) as exc:
+        fail(str(exc))
+    console.print(
+        f"built {len(report.built)} snapshot(s), the last of {max(report.built):%Y-%m-%d}; "
+        f"the online store holds data to {report.online_until:%Y-%m-%d}",
+        highlight=False,
+    )
+    print_trained(report.trained)
+    for item in report.skipped:
+        err.print(f"[yellow]not trained:[/] {item.reason}", highlight=False, soft_wrap=True)
+    if not report.trained:
+        fail("no model could be trained on this data; see the reasons above")
+    console.print(
+        f"a running `kizuna serve` picks up new champions within {settings.model_poll_seconds:g} s",
+        highlight=False,
+    )
+
+
 def step_printer():
     """A line per step with the time since the start (works in logs and terminals)."""
     started = time.perf_counter()

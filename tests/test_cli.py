@@ -28,6 +28,7 @@ COMMANDS = [
     "models card",
     "policy evaluate",
     "backtest",
+    "retrain",
     "serve",
     "score",
     "keys create",
