@@ -14,6 +14,7 @@ from rich.table import Table
 
 from kizuna.console import console, err, fail
 from kizuna.settings import get_settings
+from kizuna.training.models import MODEL_NAMES
 
 models_app = typer.Typer(
     help="List registered model versions, promote one by hand, or roll back.",
@@ -21,7 +22,14 @@ models_app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-MODEL_CHOICES = ("churn", "repurchase", "value", "offers", "all")
+MODEL_CHOICES = (*MODEL_NAMES, "all")
+
+
+def chosen_models(model: str) -> tuple[str, ...]:
+    """The models a command's MODEL argument names ("all": every one), or a clear error."""
+    if model not in MODEL_CHOICES:
+        fail(f"unknown model {model!r}; choose one of {', '.join(MODEL_CHOICES)}")
+    return MODEL_NAMES if model == "all" else (model,)
 
 
 def retrain_command(
@@ -50,17 +58,15 @@ def retrain_command(
     from kizuna.features.compute import FeatureBuildError
     from kizuna.features.store import FeatureStoreError
     from kizuna.training.retrain import retrain
-    from kizuna.training.trainer import MODEL_NAMES, TrainingError
+    from kizuna.training.trainer import TrainingError
 
-    if model not in MODEL_CHOICES:
-        fail(f"unknown model {model!r}; choose one of {', '.join(MODEL_CHOICES)}")
+    names = chosen_models(model)
     days = parse_horizon(every) or 7
     if paths:
         from kizuna.cli import ingest
 
         ingest(paths)  # the same command, its report and its errors
     settings = get_settings()
-    names = MODEL_NAMES if model == "all" else (model,)
     try:
         report = retrain(settings, days, names, progress=step_printer())
     except (FeatureBuildError, FeatureStoreError, TrainingError, ValueError) as exc:
@@ -149,10 +155,9 @@ def train_command(
         kizuna train churn --horizon-days 90 --seed 11
     """
     from kizuna.training.runs import train_and_register
-    from kizuna.training.trainer import MODEL_NAMES, TrainConfig, TrainingError
+    from kizuna.training.trainer import TrainConfig, TrainingError
 
-    if model not in MODEL_CHOICES:
-        fail(f"unknown model {model!r}; choose one of {', '.join(MODEL_CHOICES)}")
+    names = chosen_models(model)
     settings = get_settings()
     config = TrainConfig(
         seed=settings.seed if seed is None else seed,
@@ -160,7 +165,6 @@ def train_command(
         value_days=value_days,
         max_train_cutoffs=max_train_cutoffs,
     )
-    names = MODEL_NAMES if model == "all" else (model,)
     try:
         trained, skipped = train_and_register(
             settings, names, config, progress=step_printer(), keep_going=model == "all"
@@ -358,10 +362,9 @@ def backtest_command(
     """
     from kizuna.cli_features import parse_day
     from kizuna.training.backtest import backtest
-    from kizuna.training.trainer import MODEL_NAMES, TrainConfig, TrainingError
+    from kizuna.training.trainer import TrainConfig, TrainingError
 
-    if model not in MODEL_CHOICES:
-        fail(f"unknown model {model!r}; choose one of {', '.join(MODEL_CHOICES)}")
+    names = chosen_models(model)
     settings = get_settings()
     day = parse_day(cutoff, "--cutoff")
     moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -377,7 +380,6 @@ def backtest_command(
         value_days=value_days or days or 365,
         split_scheme=scheme,
     )
-    names = MODEL_NAMES if model == "all" else (model,)
     try:
         report = backtest(
             settings,
