@@ -116,12 +116,9 @@ def _score_at(
             predicted = result.model.predict(rows)
             block = pd.concat([rows[KEYS], predicted], axis=1)
             scores = block if scores is None else scores.merge(block, on=KEYS, how="outer")
-        extra = {}
-        if model_spec.needs_churn_risk:
-            churn = fitted.get(CHURN_RISK_FROM)
-            extra["churn_risk"] = churn.model.predict_proba(rows) if churn else None
+        churn = fitted.get(CHURN_RISK_FROM)
         try:
-            table = evaluate(name, result.model, rows, **extra)
+            table = evaluate(name, result.model, rows, churn.model if churn else None)
             table = with_btyd(con, full, name, table, rows, result.split.label_days)
         except (ValueError, KeyError) as exc:
             notes.append(f"{name}: not evaluated at the cutoff ({exc}); the outcome is not known")

@@ -59,7 +59,6 @@ def by_group(result: Any) -> pd.DataFrame:
     from kizuna.training.trainer import evaluate
 
     model_spec = spec(result.name)
-    extra = {"churn_risk": None} if model_spec.needs_churn_risk else {}
     rows = []
     for column, label in GROUPS.items():
         if column not in result.test.columns:
@@ -69,7 +68,7 @@ def by_group(result: Any) -> pd.DataFrame:
             if len(part) < MIN_GROUP_ROWS:
                 continue
             try:
-                table = evaluate(result.name, result.model, part, **extra)
+                table = evaluate(result.name, result.model, part)
                 figure = float(table.loc[MODEL_ROW, model_spec.gate_metric])
             except (ValueError, KeyError, ZeroDivisionError):
                 figure = float("nan")  # e.g. one class only in the group

@@ -171,6 +171,10 @@ class PolicyValue:
     standard_error: float
     matched: int
 
+    def within(self, truth: float, errors: float = 2.0) -> bool:
+        """Whether ``truth`` lies within ``errors`` standard errors of the estimate."""
+        return abs(self.value - truth) <= errors * self.standard_error
+
 
 def ips_policy_value(outcome, logged_action, chosen_action, propensity) -> PolicyValue:
     """Inverse propensity weighting: mean of outcome * 1[logged = chosen] / propensity.

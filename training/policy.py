@@ -26,24 +26,14 @@ import numpy as np
 import pandas as pd
 
 from kizuna.features.contracts import NO_OFFER
+from kizuna.training.evaluate import PolicyValue, ips_policy_value
+from kizuna.training.offers import logged_actions
 
 ESTIMATORS = ("ips", "snips", "dr")
 
 
 class PolicyEvaluationError(ValueError):
     """The logged data cannot evaluate the candidate; the message says why."""
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A policy value with its standard error and the rows that carried it."""
-
-    value: float
-    standard_error: float
-    matched: int  # logged rows whose arm is the one the policy would have chosen
-
-    def within(self, truth: float, errors: float = 2.0) -> bool:
-        return abs(self.value - truth) <= errors * self.standard_error
 
 
 def _se(terms: np.ndarray) -> float:
@@ -57,7 +47,7 @@ def estimate(
     propensity: np.ndarray,
     q_logged: np.ndarray | None = None,
     q_chosen: np.ndarray | None = None,
-) -> dict[str, Estimate]:
+) -> dict[str, PolicyValue]:
     """IPS, SNIPS and (given the outcome model's q at the logged and at the chosen arm)
     DR estimates of a deterministic policy choosing ``chosen`` on rows logged as
     ``logged`` with ``propensity``."""
@@ -73,25 +63,25 @@ def estimate(
     match = np.asarray(logged, dtype=object) == np.asarray(chosen, dtype=object)
     w = match / p
     matched = int(match.sum())
-    out = {"ips": Estimate(float(np.mean(w * y)), _se(w * y), matched)}
+    out = {"ips": ips_policy_value(y, logged, chosen, p)}
     total = w.sum()
     if total > 0:
         snips = float((w * y).sum() / total)
         se = float(np.sqrt(((w * (y - snips)) ** 2).sum()) / total)
-        out["snips"] = Estimate(snips, se, matched)
+        out["snips"] = PolicyValue(snips, se, matched)
     else:
-        out["snips"] = Estimate(float("nan"), float("nan"), 0)
+        out["snips"] = PolicyValue(float("nan"), float("nan"), 0)
     if q_logged is not None and q_chosen is not None:
         terms = np.asarray(q_chosen, float) + w * (y - np.asarray(q_logged, float))
-        out["dr"] = Estimate(float(terms.mean()), _se(terms), matched)
+        out["dr"] = PolicyValue(float(terms.mean()), _se(terms), matched)
     return out
 
 
-def outcome_model_values(model, frame: pd.DataFrame, arms: np.ndarray) -> np.ndarray:
-    """The offer model's P(buy | arm) of each row, for the arm given per row."""
-    predicted = model.predict(frame)
+def outcome_model_values(model, predicted: pd.DataFrame, arms: np.ndarray) -> np.ndarray:
+    """The offer model's P(buy | arm) of each row, for the arm given per row, from its
+    ``predicted`` outputs."""
     columns = {NO_OFFER: "p_buy_control", **{o: f"p_buy_{o}" for o in model.offers_}}
-    out = np.full(len(frame), np.nan)
+    out = np.full(len(predicted), np.nan)
     for arm, column in columns.items():
         rows = np.asarray(arms, dtype=object) == arm
         out[rows] = predicted[column].to_numpy()[rows]
@@ -107,13 +97,12 @@ def outcome_model_values(model, frame: pd.DataFrame, arms: np.ndarray) -> np.nda
 def evaluate_policy(model, frame: pd.DataFrame) -> pd.DataFrame:
     """The candidate ``model``'s policy and the logged one on the exposures ``frame``:
     one row per policy, the estimators' values and standard errors as columns."""
-    logged = np.where(
-        frame[model.arm_column].isna(), NO_OFFER, frame[model.arm_column].astype(str)
-    ).astype(object)
+    logged = logged_actions(frame, model.arm_column)
     y = frame[model.outcome_column].astype(float).to_numpy()
-    chosen = model.choose(frame)
-    q_logged = outcome_model_values(model, frame, logged)
-    q_chosen = outcome_model_values(model, frame, chosen)
+    predicted = model.predict(frame)  # once: the policy's uplift and q both come from it
+    chosen = model.choose(frame, predicted[[f"uplift_{o}" for o in model.offers_]].to_numpy())
+    q_logged = outcome_model_values(model, predicted, logged)
+    q_chosen = outcome_model_values(model, predicted, chosen)
     estimates = estimate(y, logged, chosen, frame["propensity"].to_numpy(), q_logged, q_chosen)
     rows = {
         "logged": {"rows": len(y), "value": float(y.mean()), "standard_error": _se(y)},
@@ -139,34 +128,26 @@ class PolicyReport:
     held_out_from: pd.Timestamp
     exposures: pd.DataFrame
 
-    def estimate(self, name: str) -> Estimate:
+    def estimate(self, name: str) -> PolicyValue:
         row = self.table.loc[f"candidate_{name}"]
-        return Estimate(float(row["value"]), float(row["standard_error"]), int(row["rows"]))
+        return PolicyValue(float(row["value"]), float(row["standard_error"]), int(row["rows"]))
 
 
 def evaluate_candidate(settings, candidate: str = "champion") -> PolicyReport:
     """Off-policy estimates of registered offer model ``candidate`` (a version number or
     an alias: champion, challenger) on the exposures after its training and validation
     sends, whose response window has closed, beside the logged policy's value."""
-    from mlflow.exceptions import MlflowException
-
     from kizuna.training import registry
     from kizuna.training.trainer import TrainConfig, TrainingData, TrainingError
 
-    mlf = registry.client(settings)
-    registered = registry.registered_name("offers")
     try:
-        version = (
-            mlf.get_model_version(registered, candidate)
-            if candidate.isdigit()
-            else mlf.get_model_version_by_alias(registered, candidate)
-        )
-    except MlflowException:
+        version = registry.model_version(settings, "offers", candidate)
+    except registry.RegistryError:
         raise PolicyEvaluationError(
-            f"{registered} has no version or alias {candidate!r}; see `kizuna models list "
-            "--model offers` (train one with `kizuna train offers`)"
+            f"{registry.registered_name('offers')} has no version or alias {candidate!r}; see "
+            "`kizuna models list --model offers` (train one with `kizuna train offers`)"
         ) from None
-    params = mlf.get_run(version.run_id).data.params
+    params = registry.client(settings).get_run(version.run_id).data.params
     model = registry.load(settings, "offers", str(version.version))
     held_out_from = pd.Timestamp(params["test_cutoffs"].split("..")[0], tz="UTC")
     config = TrainConfig(offer_window_days=int(params["offer_window_days"]))

@@ -161,12 +161,10 @@ def _incumbent_score(
     """The champion's gate metric on ``result``'s held-out rows, or why it has none."""
     if version is None:
         return None, ""
-    model_spec = spec(result.name)
     try:
         incumbent = load(settings, result.name, CHAMPION)
-        extra = {"churn_risk": None} if model_spec.needs_churn_risk else {}
-        table = evaluate(result.name, incumbent, result.test, **extra)
-        return float(table.loc[MODEL_ROW, model_spec.gate_metric]), ""
+        table = evaluate(result.name, incumbent, result.test)
+        return float(table.loc[MODEL_ROW, spec(result.name).gate_metric]), ""
     except Exception as exc:  # a champion that cannot score loses the gate, and says why
         log.warning("champion v%s cannot score the holdout: %s", version, exc)
         return None, f"{type(exc).__name__}: {exc}"
@@ -292,22 +290,27 @@ def log_and_gate(
     return verdict
 
 
-def card(settings: Settings, model: str, version: str | None = None) -> tuple[str, str]:
-    """The model card of ``version`` (default: the champion) and that version's number."""
+def model_version(settings: Settings, model: str, ref: str = CHAMPION) -> Any:
+    """The registered version ``ref`` names: a number, or an alias (champion, challenger)."""
     _check_model(model)
     mlf = client(settings)
     registered = registered_name(model)
     try:
-        found = (
-            mlf.get_model_version(registered, version)
-            if version
-            else mlf.get_model_version_by_alias(registered, CHAMPION)
-        )
+        if ref.isdigit():
+            return mlf.get_model_version(registered, ref)
+        return mlf.get_model_version_by_alias(registered, ref)
     except MlflowException:
-        which = f"version {version}" if version else "champion"
+        which = f"version {ref}" if ref.isdigit() else ref
         raise RegistryError(
             f"{registered} has no {which}; see `kizuna models list --model {model}`"
         ) from None
+
+
+def card(settings: Settings, model: str, version: str | None = None) -> tuple[str, str]:
+    """The model card of ``version`` (default: the champion) and that version's number."""
+    found = model_version(settings, model, version or CHAMPION)
+    registered = registered_name(model)
+    mlf = client(settings)
     try:
         path = mlf.download_artifacts(found.run_id, CARD_ARTIFACT)
     except (MlflowException, OSError):

@@ -295,9 +295,18 @@ class TrainResult:
     params: dict[str, Any]
 
 
-def evaluate(name: str, model: Any, test: pd.DataFrame, **extra: Any) -> pd.DataFrame:
-    """Model ``name``'s evaluation table (the model and its baselines) on ``test``."""
-    return model_spec(name).module.evaluate(model, test, **extra)
+def evaluate(
+    name: str, model: Any, test: pd.DataFrame, churn_model: Any | None = None
+) -> pd.DataFrame:
+    """Model ``name``'s evaluation table (the model and its baselines) on ``test``.
+
+    ``churn_model`` feeds the "offer everyone at high churn risk" baseline of a model whose
+    spec ``needs_churn_risk`` (skipped without one)."""
+    spec = model_spec(name)
+    extra: dict[str, Any] = {}
+    if spec.needs_churn_risk and churn_model is not None:
+        extra["churn_risk"] = churn_model.predict_proba(test)
+    return spec.module.evaluate(model, test, **extra)
 
 
 def with_btyd(
@@ -362,12 +371,7 @@ def train(
     model = spec.new(data)
     model.fit(train_rows, valid_rows, features)
     say(f"{name}: scoring {len(test_rows):,} held-out rows with the baselines")
-    extra: dict[str, Any] = {}
-    if spec.needs_churn_risk:
-        extra["churn_risk"] = (
-            churn_model.predict_proba(test_rows) if churn_model is not None else None
-        )
-    table = evaluate(name, model, test_rows, **extra)
+    table = evaluate(name, model, test_rows, churn_model)
     table = with_btyd(data.con, data.tables, name, table, test_rows, split.label_days)
     refit_rows, fitted_on = 0, [*split.train, *split.valid]
     if split.scheme == EXPANDING and data.config.refit and split.refit:
