@@ -55,13 +55,14 @@ def retrain_command(
 
         kizuna retrain --every 7d --model churn
     """
+    from kizuna.cli_features import parse_every
     from kizuna.features.compute import FeatureBuildError
     from kizuna.features.store import FeatureStoreError
     from kizuna.training.retrain import retrain
     from kizuna.training.trainer import TrainingError
 
     names = chosen_models(model)
-    days = parse_horizon(every) or 7
+    days = parse_every(every).days
     if paths:
         from kizuna.cli import ingest
 
